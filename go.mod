@@ -1,0 +1,3 @@
+module github.com/polybus/polybus
+
+go 1.26
