@@ -1,0 +1,322 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/polybus/polybus/message"
+)
+
+// Options configures a Publisher. The zero value is valid: every field
+// documents its default.
+type Options struct {
+	// MaxBatch is the number of messages that concurrent Publish calls to
+	// one topic are gathered into before the driver is called. A single
+	// call's messages are never split across concurrent batches, so one
+	// call with more messages makes a larger batch. Default 100.
+	MaxBatch int
+	// MaxInflight is how many batches per topic may be with the driver at
+	// once. Default 4. 1 sends one batch at a time per topic.
+	MaxInflight int
+	// SendTimeout bounds one driver call; a Publish call's own context
+	// bounds its wait. Default 30s.
+	SendTimeout time.Duration
+}
+
+func (o *Options) fill() error {
+	if o.MaxBatch < 0 || o.MaxInflight < 0 || o.SendTimeout < 0 {
+		return message.Errorf(message.InvalidArgument, "publisher: new", "negative option in %+v", *o)
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 100
+	}
+	if o.MaxInflight == 0 {
+		o.MaxInflight = 4
+	}
+	if o.SendTimeout == 0 {
+		o.SendTimeout = 30 * time.Second
+	}
+	return nil
+}
+
+// Publisher publishes messages through a [Driver]. It is safe for concurrent
+// use; concurrent Publish calls to one topic are batched.
+type Publisher struct {
+	d    Driver
+	caps message.Capabilities
+	opts Options
+
+	mu      sync.Mutex
+	closed  bool
+	topics  map[string]*topicQueue
+	senders sync.WaitGroup
+	// sendCtx is cancelled when Close gives up waiting for in-flight sends.
+	sendCtx    context.Context
+	cancelSend context.CancelFunc
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+// call is one Publish call waiting for its messages to be sent.
+type call struct {
+	msgs  []*message.Message
+	taken bool // picked into a batch; guarded by Publisher.mu
+	done  chan error
+}
+
+type topicQueue struct {
+	waiting  []*call
+	inflight int
+}
+
+// New returns a Publisher over d.
+func New(d Driver, opts Options) (*Publisher, error) {
+	if d == nil {
+		return nil, message.Errorf(message.InvalidArgument, "publisher: new", "nil driver")
+	}
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Publisher{
+		d: d, caps: d.Capabilities(), opts: opts,
+		topics:  map[string]*topicQueue{},
+		sendCtx: ctx, cancelSend: cancel,
+	}, nil
+}
+
+// Capabilities returns the driver's declared capabilities.
+func (p *Publisher) Capabilities() message.Capabilities { return p.caps }
+
+// Publish sends msgs to topic and returns nil only when the broker has
+// durably accepted every one of them. It stamps an ID (UUIDv7) and the
+// current time on each message that has none.
+//
+// Errors: InvalidArgument for an empty topic or a nil message, TooLarge for
+// a message over the broker's limit (nothing of the call is sent), Closed
+// after Close. When the broker accepted only some messages, the error is a
+// *PublishError naming each failed message. When ctx ends first, Publish
+// returns ctx's error: if the messages were already handed to the broker,
+// they may still be published.
+func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.Message) error {
+	if topic == "" {
+		return message.Errorf(message.InvalidArgument, "publish", "empty topic")
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	now := time.Now()
+	for i, m := range msgs {
+		if m == nil {
+			return message.Errorf(message.InvalidArgument, "publish", "message %d is nil", i)
+		}
+		if max := p.caps.MaxMessageSize; max > 0 && m.Size() > max {
+			return message.Errorf(message.TooLarge, "publish",
+				"message %d (id %q) is %d bytes; %s accepts at most %d", i, m.ID, m.Size(), p.caps.Name, max)
+		}
+		for k := range m.Metadata {
+			if k == "" {
+				return message.Errorf(message.InvalidArgument, "publish", "message %d has an empty metadata key", i)
+			}
+		}
+		if m.ID == "" {
+			m.ID = message.NewID()
+		}
+		if m.Time.IsZero() {
+			m.Time = now
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	c := &call{msgs: msgs, done: make(chan error, 1)}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return message.Errorf(message.Closed, "publish", "publisher is closed")
+	}
+	q := p.topics[topic]
+	if q == nil {
+		q = &topicQueue{}
+		p.topics[topic] = q
+	}
+	q.waiting = append(q.waiting, c)
+	if q.inflight < p.opts.MaxInflight {
+		q.inflight++
+		p.senders.Add(1)
+		go p.send(topic, q)
+	}
+	p.mu.Unlock()
+
+	select {
+	case err := <-c.done:
+		return err
+	case <-ctx.Done():
+		p.mu.Lock()
+		if !c.taken {
+			// Not handed to the driver: withdraw it, so nothing is sent.
+			for i, w := range q.waiting {
+				if w == c {
+					q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
+					break
+				}
+			}
+		}
+		p.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// send takes batches of waiting calls for topic and hands them to the driver
+// until none is left. At most MaxInflight sends run per topic.
+func (p *Publisher) send(topic string, q *topicQueue) {
+	defer p.senders.Done()
+	for {
+		p.mu.Lock()
+		if len(q.waiting) == 0 {
+			q.inflight--
+			if q.inflight == 0 && len(q.waiting) == 0 {
+				delete(p.topics, topic)
+			}
+			p.mu.Unlock()
+			return
+		}
+		var batch []*call
+		n := 0
+		for len(q.waiting) > 0 {
+			c := q.waiting[0]
+			if n > 0 && n+len(c.msgs) > p.opts.MaxBatch {
+				break
+			}
+			q.waiting = q.waiting[1:]
+			c.taken = true
+			batch = append(batch, c)
+			n += len(c.msgs)
+		}
+		p.mu.Unlock()
+
+		msgs := batch[0].msgs
+		if len(batch) > 1 {
+			msgs = make([]*message.Message, 0, n)
+			for _, c := range batch {
+				msgs = append(msgs, c.msgs...)
+			}
+		}
+		ctx, cancel := context.WithTimeout(p.sendCtx, p.opts.SendTimeout)
+		err := p.d.SendBatch(ctx, topic, msgs)
+		cancel()
+		p.finish(batch, err)
+	}
+}
+
+// finish gives each call of a batch its own outcome.
+func (p *Publisher) finish(batch []*call, err error) {
+	var be *BatchError
+	partial := errors.As(err, &be) && len(be.Errs) == sum(batch)
+	off := 0
+	for _, c := range batch {
+		switch {
+		case err == nil:
+			c.done <- nil
+		case partial:
+			var failed []Failure
+			for i, m := range c.msgs {
+				if e := be.Errs[off+i]; e != nil {
+					failed = append(failed, Failure{Index: i, ID: m.ID, Err: p.classify(e)})
+				}
+			}
+			if failed == nil {
+				c.done <- nil
+			} else {
+				c.done <- &PublishError{Total: len(c.msgs), Failed: failed}
+			}
+		default:
+			c.done <- p.classify(err)
+		}
+		off += len(c.msgs)
+	}
+}
+
+func sum(batch []*call) int {
+	n := 0
+	for _, c := range batch {
+		n += len(c.msgs)
+	}
+	return n
+}
+
+// classify gives a driver error its code, leaving coded and context errors
+// as they are.
+func (p *Publisher) classify(err error) error {
+	var e *message.Error
+	if errors.As(err, &e) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return message.Wrap(p.d.ErrorCode(err), "publish", err)
+}
+
+// Close stops accepting publishes, waits until the calls already accepted
+// have their outcome (or ctx ends, which cancels them), then closes the
+// driver. Close is idempotent: later calls return the first call's result.
+func (p *Publisher) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		done := make(chan struct{})
+		go func() { p.senders.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			p.cancelSend()
+			<-done
+		}
+		p.cancelSend()
+		p.closeErr = p.d.Close()
+	})
+	return p.closeErr
+}
+
+// As reaches the driver's native client when the driver offers it through
+// an As(any) bool method; see each adapter's "# As" documentation.
+func (p *Publisher) As(target any) bool {
+	if a, ok := p.d.(interface{ As(any) bool }); ok {
+		return a.As(target)
+	}
+	return false
+}
+
+// Failure is one message of a Publish call that the broker did not accept.
+type Failure struct {
+	// Index of the message in the Publish call.
+	Index int
+	// ID of the message.
+	ID  string
+	Err error
+}
+
+// PublishError reports a Publish call of which some messages were accepted
+// and others not. Only the messages in Failed need to be published again.
+type PublishError struct {
+	Total  int
+	Failed []Failure
+}
+
+func (e *PublishError) Error() string {
+	return fmt.Sprintf("polybus: publish: %d of %d messages failed; first (id %q): %v",
+		len(e.Failed), e.Total, e.Failed[0].ID, e.Failed[0].Err)
+}
+
+// Unwrap returns the failures' errors, so errors.Is(err, message.ErrTooLarge)
+// works on a PublishError.
+func (e *PublishError) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		errs[i] = f.Err
+	}
+	return errs
+}
