@@ -62,9 +62,18 @@ type Publisher struct {
 
 // call is one Publish call waiting for its messages to be sent.
 type call struct {
-	msgs  []*message.Message
-	taken bool // picked into a batch; guarded by Publisher.mu
+	msgs []*message.Message
+	// batch is the batch the call was picked into, nil while it waits;
+	// guarded by Publisher.mu.
+	batch *batch
 	done  chan error
+}
+
+// batch is one driver call. When every caller of a batch has given up
+// (their contexts ended), the driver call is cancelled too.
+type batch struct {
+	waiting int // callers still waiting; guarded by Publisher.mu
+	cancel  context.CancelFunc
 }
 
 type topicQueue struct {
@@ -157,7 +166,7 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 		return err
 	case <-ctx.Done():
 		p.mu.Lock()
-		if !c.taken {
+		if c.batch == nil {
 			// Not handed to the driver: withdraw it, so nothing is sent.
 			for i, w := range q.waiting {
 				if w == c {
@@ -165,6 +174,8 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 					break
 				}
 			}
+		} else if c.batch.waiting--; c.batch.waiting == 0 {
+			c.batch.cancel()
 		}
 		p.mu.Unlock()
 		return ctx.Err()
@@ -185,7 +196,9 @@ func (p *Publisher) send(topic string, q *topicQueue) {
 			p.mu.Unlock()
 			return
 		}
-		var batch []*call
+		ctx, cancel := context.WithTimeout(p.sendCtx, p.opts.SendTimeout)
+		b := &batch{cancel: cancel}
+		var calls []*call
 		n := 0
 		for len(q.waiting) > 0 {
 			c := q.waiting[0]
@@ -193,32 +206,32 @@ func (p *Publisher) send(topic string, q *topicQueue) {
 				break
 			}
 			q.waiting = q.waiting[1:]
-			c.taken = true
-			batch = append(batch, c)
+			c.batch = b
+			calls = append(calls, c)
 			n += len(c.msgs)
 		}
+		b.waiting = len(calls)
 		p.mu.Unlock()
 
-		msgs := batch[0].msgs
-		if len(batch) > 1 {
+		msgs := calls[0].msgs
+		if len(calls) > 1 {
 			msgs = make([]*message.Message, 0, n)
-			for _, c := range batch {
+			for _, c := range calls {
 				msgs = append(msgs, c.msgs...)
 			}
 		}
-		ctx, cancel := context.WithTimeout(p.sendCtx, p.opts.SendTimeout)
 		err := p.d.SendBatch(ctx, topic, msgs)
 		cancel()
-		p.finish(batch, err)
+		p.finish(calls, err)
 	}
 }
 
 // finish gives each call of a batch its own outcome.
-func (p *Publisher) finish(batch []*call, err error) {
+func (p *Publisher) finish(calls []*call, err error) {
 	var be *BatchError
-	partial := errors.As(err, &be) && len(be.Errs) == sum(batch)
+	partial := errors.As(err, &be) && len(be.Errs) == sum(calls)
 	off := 0
-	for _, c := range batch {
+	for _, c := range calls {
 		switch {
 		case err == nil:
 			c.done <- nil
@@ -241,9 +254,9 @@ func (p *Publisher) finish(batch []*call, err error) {
 	}
 }
 
-func sum(batch []*call) int {
+func sum(calls []*call) int {
 	n := 0
-	for _, c := range batch {
+	for _, c := range calls {
 		n += len(c.msgs)
 	}
 	return n
