@@ -27,6 +27,8 @@ type run struct {
 	topic string
 	h     Handler
 	cfg   Config
+	// info is what handlers learn of this call through InfoFrom.
+	info *Info
 
 	slots   chan struct{}
 	workers chan struct{}
@@ -55,12 +57,16 @@ type settle struct {
 
 func newRun(s *Subscriber, sub Subscription, topic string, h Handler, cfg Config, parent context.Context) *run {
 	hctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	info := &Info{
+		Topic: topic, Group: cfg.Group, Concurrency: cfg.Concurrency, Prefetch: cfg.Prefetch,
+		Ordered: !cfg.Unordered, AckMode: cfg.AckMode, stopping: make(chan struct{}),
+	}
 	r := &run{
-		s: s, sub: sub, topic: topic, h: h, cfg: cfg,
+		s: s, sub: sub, topic: topic, h: h, cfg: cfg, info: info,
 		slots:      make(chan struct{}, cfg.Prefetch),
 		workers:    make(chan struct{}, cfg.Concurrency),
 		acks:       make(chan settle, cfg.Prefetch),
-		handlerCtx: hctx, cancelHandler: cancel,
+		handlerCtx: context.WithValue(hctx, infoKey{}, info), cancelHandler: cancel,
 		ackerDone: make(chan struct{}),
 		keys:      map[string][]Received{},
 	}
@@ -258,6 +264,7 @@ func (r *run) drain() {
 	r.mu.Lock()
 	r.stopping = true
 	r.mu.Unlock()
+	close(r.info.stopping)
 
 	done := make(chan struct{})
 	go func() { r.handlers.Wait(); close(done) }()
