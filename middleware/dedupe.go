@@ -182,7 +182,7 @@ func Dedupe(cfg DedupeConfig) (subscriber.Middleware, error) {
 			}
 			state, token, err := cfg.Store.Claim(ctx, key, cfg.Lease)
 			if err != nil {
-				return dedupeStoreError("dedupe: claim", err)
+				return codedStoreError("dedupe: claim", err)
 			}
 			switch state {
 			case AlreadyDone:
@@ -215,7 +215,7 @@ func (cfg *DedupeConfig) run(ctx context.Context, next subscriber.Handler, m *me
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dedupeStoreTimeout)
 		defer cancel()
 		if err := cfg.Store.Release(sctx, key, token); err != nil && cfg.OnStoreError != nil {
-			cfg.OnStoreError(ctx, m, dedupeStoreError("dedupe: release", err))
+			cfg.OnStoreError(ctx, m, codedStoreError("dedupe: release", err))
 		}
 	}()
 	if err := next(ctx, m); err != nil {
@@ -226,7 +226,7 @@ func (cfg *DedupeConfig) run(ctx context.Context, next subscriber.Handler, m *me
 	defer cancel()
 	if err := cfg.Store.Complete(sctx, key, token, cfg.TTL); err != nil && cfg.OnStoreError != nil {
 		// The work is done: nacking now would run it again.
-		cfg.OnStoreError(ctx, m, dedupeStoreError("dedupe: complete", err))
+		cfg.OnStoreError(ctx, m, codedStoreError("dedupe: complete", err))
 	}
 	return nil
 }
@@ -234,7 +234,7 @@ func (cfg *DedupeConfig) run(ctx context.Context, next subscriber.Handler, m *me
 // dedupeStoreError gives a store failure a code: its own when it has one,
 // else Unavailable, since a store that failed may answer next time.
 // Context errors stay as they are.
-func dedupeStoreError(op string, err error) error {
+func codedStoreError(op string, err error) error {
 	var e *message.Error
 	if errors.As(err, &e) {
 		return err

@@ -116,7 +116,7 @@ func DLQ(cfg DLQConfig) (subscriber.Middleware, error) {
 			if err == nil || ctx.Err() != nil {
 				return err
 			}
-			reason, attempts := cfg.trigger(m, err, n)
+			reason, attempts, cause := cfg.trigger(m, err, n)
 			if reason == "" {
 				return err
 			}
@@ -129,7 +129,7 @@ func DLQ(cfg DLQConfig) (subscriber.Middleware, error) {
 				}
 				topic = d.Topic + DefaultDLQSuffix
 			}
-			dead := cfg.deadLetter(m, d, err, reason, attempts, n.firstFailure)
+			dead := cfg.deadLetter(m, d, cause, reason, attempts, n.firstFailure)
 			perr := cfg.Publisher.Publish(ctx, topic, dead)
 			if cfg.OnDeadLetter != nil {
 				cfg.OnDeadLetter(ctx, m, dead, perr)
@@ -138,27 +138,28 @@ func DLQ(cfg DLQConfig) (subscriber.Middleware, error) {
 				n.dlqErr = perr
 				return err
 			}
-			n.deadLetter, n.dlqTopic, n.dlqCause = reason, topic, err
+			n.deadLetter, n.dlqTopic, n.dlqCause = reason, topic, cause
 			return nil
 		}
 	}, nil
 }
 
-// trigger returns why err dead-letters m, "" when it does not, and the
-// attempt count to report.
-func (cfg *DLQConfig) trigger(m *message.Message, err error, n *note) (string, int) {
+// trigger returns why err dead-letters m ("" when it does not), the
+// attempt count to report and the error to describe: for exhausted
+// retries, the ExhaustedError without the redelivery delay around it.
+func (cfg *DLQConfig) trigger(m *message.Message, err error, n *note) (string, int, error) {
 	delivered, _ := brokerAttempt(m)
 	attempts := max(n.attempts, delivered, 1)
 	var ex *ExhaustedError
 	switch {
 	case errors.As(err, &ex):
-		return ReasonMaxAttempts, max(ex.Attempts, 1)
+		return ReasonMaxAttempts, max(ex.Attempts, 1), ex
 	case message.IsPermanent(err):
-		return ReasonPermanent, attempts
+		return ReasonPermanent, attempts, err
 	case cfg.MaxAttempts > 0 && delivered >= cfg.MaxAttempts:
-		return ReasonMaxAttempts, attempts
+		return ReasonMaxAttempts, attempts, err
 	}
-	return "", 0
+	return "", 0, nil
 }
 
 // deadLetter builds the dead letter of m.
