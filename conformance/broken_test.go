@@ -119,12 +119,16 @@ func TestBrokenAdaptersFail(t *testing.T) {
 		},
 		wantFail: []string{"RoundTrip", "ConcurrentPublishers"},
 	}, {
-		name:     "reorders",
-		setup:    func(h *brokerHarness) { h.wrapPub = func(d publisher.Driver) publisher.Driver { return reorderingPub{d} } },
+		name: "reorders",
+		setup: func(h *brokerHarness) {
+			h.wrapPub = func(d publisher.Driver) publisher.Driver { return reorderingPub{d} }
+		},
 		wantFail: []string{"PerKeyOrder"},
 	}, {
-		name:     "redelivers acked messages",
-		setup:    func(h *brokerHarness) { h.wrapSub = func(d subscriber.Driver) subscriber.Driver { return forgetfulSub{d} } },
+		name: "redelivers acked messages",
+		setup: func(h *brokerHarness) {
+			h.wrapSub = func(d subscriber.Driver) subscriber.Driver { return forgetfulSub{d} }
+		},
 		wantFail: []string{"AckIsFinal"},
 	}}
 	for _, tc := range cases {

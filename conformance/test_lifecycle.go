@@ -48,7 +48,9 @@ func testCloseAndCancel(f *fixture) {
 		f.Errorf("Publish after Close: got %v, want message.ErrClosed", err)
 	}
 	subErr := make(chan error, 1)
-	go func() { subErr <- c.Subscriber().Subscribe(f.ctx, topic, func(context.Context, *message.Message) error { return nil }) }()
+	go func() {
+		subErr <- c.Subscriber().Subscribe(f.ctx, topic, func(context.Context, *message.Message) error { return nil })
+	}()
 	select {
 	case err := <-subErr:
 		if !errors.Is(err, message.ErrClosed) {
