@@ -1,0 +1,108 @@
+package nats
+
+import (
+	"context"
+	"errors"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/polybus/polybus/message"
+	"github.com/polybus/polybus/publisher"
+)
+
+// pubDriver is the publisher.Driver: asynchronous JetStream publishes, one
+// per message, then a wait for every PubAck of the batch.
+type pubDriver struct{ c *core }
+
+func (d *pubDriver) SendBatch(ctx context.Context, topic string, msgs []*message.Message) error {
+	const op = "nats: publish"
+	if err := checkTopic(op, topic); err != nil {
+		return err
+	}
+	if _, err := d.c.streams.ensure(ctx, topic); err != nil {
+		return err
+	}
+	stall := timeoutFor(ctx, d.c.cfg.PublishTimeout)
+	if stall <= 0 {
+		return context.DeadlineExceeded
+	}
+	opts := []jetstream.PublishOpt{
+		// No retry on "no responders": a retried message could be stored
+		// after the ones behind it, breaking per-key order. The caller
+		// retries, and the stream deduplicates by Nats-Msg-Id.
+		jetstream.WithRetryAttempts(0),
+		jetstream.WithStallWait(stall),
+	}
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	errs := make([]error, len(msgs))
+	var stop error
+	for i, m := range msgs {
+		if stop != nil {
+			// The connection failed under an earlier message: sending the
+			// rest would only put them out of order.
+			errs[i] = stop
+			continue
+		}
+		f, err := d.c.js.PublishMsgAsync(encode(topic, m), opts...)
+		if err != nil {
+			errs[i] = err
+			if !errors.Is(err, natsgo.ErrMaxPayload) {
+				stop = err
+			}
+			continue
+		}
+		futures[i] = f
+	}
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+			// A duplicate (PubAck.Duplicate) was stored before: accepted.
+		case err := <-f.Err():
+			errs[i] = err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return d.outcome(topic, errs)
+}
+
+// outcome turns the per-message errors of a batch into SendBatch's error:
+// nil, the common error when every message failed alike, or a
+// *publisher.BatchError.
+func (d *pubDriver) outcome(topic string, errs []error) error {
+	failed := 0
+	same := true
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		failed++
+		if errors.Is(err, natsgo.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+			// No stream listens on the subject (any more): find or create
+			// it again on the next call.
+			d.c.streams.forget(topic)
+		}
+		same = same && ErrorCode(err) == ErrorCode(errs[0])
+	}
+	switch {
+	case failed == 0:
+		return nil
+	case failed == len(errs) && same:
+		return errs[0]
+	}
+	return &publisher.BatchError{Errs: errs}
+}
+
+func (d *pubDriver) Capabilities() message.Capabilities { return d.c.caps }
+func (d *pubDriver) ErrorCode(err error) message.Code   { return ErrorCode(err) }
+
+// Close does nothing: the client's Close hook closes the shared connection.
+func (d *pubDriver) Close() error { return nil }
+
+// As offers **nats.Conn, *jetstream.JetStream and, for embedded://,
+// **server.Server.
+func (d *pubDriver) As(target any) bool { return d.c.as(target) }
