@@ -197,6 +197,7 @@ type ordering struct {
 	held    int                      // blocked calls, all keys
 	pending int                      // remembered numbers, all keys
 	byRun   map[*subscriber.Info]int // blocked calls per Subscribe call
+	peak    int                      // most calls ever blocked at once
 }
 
 // ordKey is one key's state.
@@ -557,6 +558,7 @@ func (o *ordering) block(ctx context.Context, info *subscriber.Info, st *ordKey,
 	}
 	st.held++
 	o.held++
+	o.peak = max(o.peak, o.held)
 	p := st.pending[seq]
 	if p == nil {
 		// Over the memory limit of remembered numbers: hold it anyway
