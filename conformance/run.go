@@ -383,10 +383,10 @@ func (t *rt) result(d time.Duration) Result {
 
 // metric records a figure of a test: in its Result under RunAll, in the
 // log under go test.
-func metric(t T, name string, v int64) {
-	t.Helper()
-	t.Logf("metric %s = %d", name, v)
-	if m, ok := t.(interface{ Metric(string, int64) }); ok {
+func (f *fixture) metric(name string, v int64) {
+	f.Helper()
+	f.Logf("metric %s = %d", name, v)
+	if m, ok := f.T.(interface{ Metric(string, int64) }); ok {
 		m.Metric(name, v)
 	}
 }

@@ -277,8 +277,8 @@ func testCrashRecovery(f *fixture) {
 		again += second.count(id)
 	}
 	mu.Unlock()
-	metric(f, "redelivered_acked", int64(again))
-	metric(f, "duplicates", int64(second.duplicates()))
+	f.metric("redelivered_acked", int64(again))
+	f.metric("duplicates", int64(second.duplicates()))
 	for _, m := range want {
 		for _, d := range second.deliveries(m.ID) {
 			if diff := diffMessage(m, d.msg); diff != "" {

@@ -134,8 +134,8 @@ func testCompetingConsumers(f *fixture) {
 	}
 	f.verifyExact(rec, msgs, "competing consumers")
 	n0, n1 := rec.received(0), rec.received(1)
-	metric(f, "subscriber_1", int64(n0))
-	metric(f, "subscriber_2", int64(n1))
+	f.metric("subscriber_1", int64(n0))
+	f.metric("subscriber_2", int64(n1))
 	if n0 == 0 || n1 == 0 {
 		f.Errorf("one subscriber did all the work: %d and %d messages", n0, n1)
 	}

@@ -231,7 +231,7 @@ func testBrokerRestart(f *fixture) {
 		wg.Wait()
 		f.Fatalf("restart the broker: %v", err)
 	}
-	metric(f, "restart_ms", time.Since(start).Milliseconds())
+	f.metric("restart_ms", time.Since(start).Milliseconds())
 	before := count()
 	if !rec.await(f.ctx, func() bool { return count() >= before+phase }) {
 		f.Errorf("published %d messages after the restart, want %d before the deadline", count()-before, phase)
@@ -244,9 +244,9 @@ func testBrokerRestart(f *fixture) {
 	mu.Unlock()
 	f.awaitAll(rec, want, "messages published across a restart")
 	f.observeQuiet()
-	metric(f, "published", int64(len(want)))
-	metric(f, "publish_failures", failures.Load())
-	metric(f, "duplicates", int64(rec.duplicates()))
+	f.metric("published", int64(len(want)))
+	f.metric("publish_failures", failures.Load())
+	f.metric("duplicates", int64(rec.duplicates()))
 	for _, m := range want {
 		for _, d := range rec.deliveries(m.ID) {
 			if diff := diffMessage(m, d.msg); diff != "" {

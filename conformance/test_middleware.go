@@ -157,7 +157,7 @@ func testDedupe(f *fixture) {
 	f.awaitAll(deliveries, []*message.Message{marker}, "marker")
 	f.observeQuiet()
 
-	metric(f, "duplicates_delivered", int64(deliveries.duplicates()))
+	f.metric("duplicates_delivered", int64(deliveries.duplicates()))
 	var twice []string
 	for _, m := range msgs {
 		if n := handled.count(m.ID); n != 1 {
