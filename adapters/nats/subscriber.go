@@ -37,7 +37,6 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 		prefetch: prefetch, ackWait: ackWait,
 		msgs: make(chan jetstream.Msg, prefetch),
 		errs: make(chan error, 1),
-		stop: make(chan struct{}),
 	}
 	if err := s.open(ctx); err != nil {
 		return nil, err
@@ -70,12 +69,20 @@ type subscription struct {
 	ackWait  time.Duration
 
 	stream string
-	cc     jetstream.ConsumeContext // nil when consuming must (re)start; Receive's goroutine only
+	// cur is the running Consume, nil when consuming must (re)start.
+	// Receive's goroutine owns it, and Close after the last Receive.
+	cur *consuming
 
 	msgs chan jetstream.Msg
-	errs chan error    // the latest error of Consume; dropped when one waits
-	stop chan struct{} // closed by Close: the callback gives up waiting
-	once sync.Once
+	errs chan error // the latest error of Consume; dropped when one waits
+}
+
+// consuming is one run of nats.go's Consume.
+type consuming struct {
+	cc jetstream.ConsumeContext
+	// halt is closed when the run is stopped: its callback then hands
+	// messages back to the server instead of to msgs.
+	halt chan struct{}
 }
 
 // open finds or creates the stream and the consumer and starts consuming.
@@ -89,15 +96,55 @@ func (s *subscription) open(ctx context.Context) error {
 	if err != nil {
 		return coded(op, err)
 	}
-	cc, err := cons.Consume(s.deliver,
+	cur := &consuming{halt: make(chan struct{})}
+	cur.cc, err = cons.Consume(func(m jetstream.Msg) { s.deliver(cur, m) },
 		jetstream.PullMaxMessages(s.prefetch),
 		jetstream.ConsumeErrHandler(s.consumeError),
 	)
 	if err != nil {
 		return coded(op, err)
 	}
-	s.stream, s.cc = stream, cc
+	s.stream, s.cur = stream, cur
 	return nil
+}
+
+// halt stops the running Consume, if any: it drains the messages that
+// nats.go has received for it and waits (a bounded time) until its callback
+// has returned for good, then hands back, at once, every message that
+// Receive has not returned. The pull request dies with the subscription, so
+// the server routes no message to it afterwards: a nack that follows (the
+// portable layer's drain) reaches another subscriber instead of this one.
+func (s *subscription) halt() {
+	cur := s.cur
+	if cur == nil {
+		return
+	}
+	s.cur = nil
+	close(cur.halt)
+	cur.cc.Drain()
+	t := time.NewTimer(5 * time.Second)
+	select {
+	case <-cur.cc.Closed():
+	case <-t.C:
+		cur.cc.Stop()
+	}
+	t.Stop()
+	handedBack := false
+	for {
+		select {
+		case m := <-s.msgs:
+			_ = m.Nak()
+			handedBack = true
+			continue
+		default:
+		}
+		break
+	}
+	if handedBack {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.c.nc.FlushWithContext(ctx)
+		cancel()
+	}
 }
 
 // consumer returns the group's durable consumer, creating it when it does
@@ -140,11 +187,17 @@ func (s *subscription) consumer(ctx context.Context, stream string) (jetstream.C
 }
 
 // deliver is Consume's callback, called by one nats.go goroutine at a time.
-func (s *subscription) deliver(m jetstream.Msg) {
+func (s *subscription) deliver(cur *consuming, m jetstream.Msg) {
+	select {
+	case <-cur.halt:
+		// Halted: hand it back now rather than after the ack wait.
+		_ = m.Nak()
+		return
+	default:
+	}
 	select {
 	case s.msgs <- m:
-	case <-s.stop:
-		// Closing: hand it back now rather than after the ack wait.
+	case <-cur.halt:
 		_ = m.Nak()
 	}
 }
@@ -159,7 +212,7 @@ func (s *subscription) consumeError(_ jetstream.ConsumeContext, err error) {
 
 func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Received, error) {
 	const op = "nats: receive"
-	if s.cc == nil {
+	if s.cur == nil {
 		if err := s.open(ctx); err != nil {
 			return nil, unavailable(op, err)
 		}
@@ -178,10 +231,14 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Recei
 			return nil, message.Errorf(message.Unavailable, op, "disconnected from the NATS server; waiting to reconnect")
 		case err := <-s.errs:
 			return nil, s.consumeFailed(err)
-		case <-s.cc.Closed():
-			s.cc = nil
+		case <-s.cur.cc.Closed():
+			s.halt()
 			return nil, message.Errorf(message.Unavailable, op, "consuming %s stopped; restarting it", s.topic)
 		case <-ctx.Done():
+			// The portable layer ends Receive's context only to stop the
+			// subscription: stop pulling now, before it nacks what it has
+			// not handled. A later Receive would start again.
+			s.halt()
 			return nil, ctx.Err()
 		}
 	}
@@ -208,8 +265,7 @@ func (s *subscription) consumeFailed(err error) error {
 	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
 		errors.Is(err, jetstream.ErrBadRequest), errors.Is(err, natsgo.ErrNoResponders),
 		errors.Is(err, jetstream.ErrConnectionClosed):
-		stopConsuming(s.cc)
-		s.cc = nil
+		s.halt()
 		s.c.streams.forget(s.topic)
 	}
 	return unavailable(op, err)
@@ -306,35 +362,6 @@ func (s *subscription) settle(ctx context.Context, ids []any, op string, f func(
 // Close stops consuming and hands back, at once, the messages that Consume
 // had pulled and Receive not yet returned.
 func (s *subscription) Close() error {
-	s.once.Do(func() {
-		close(s.stop)
-		if s.cc != nil {
-			stopConsuming(s.cc)
-		}
-		for {
-			select {
-			case m := <-s.msgs:
-				_ = m.Nak()
-				continue
-			default:
-			}
-			break
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.c.nc.FlushWithContext(ctx)
-	})
+	s.halt()
 	return nil
-}
-
-// stopConsuming stops cc and waits, a bounded time, until its callback can
-// no longer run.
-func stopConsuming(cc jetstream.ConsumeContext) {
-	cc.Stop()
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case <-cc.Closed():
-	case <-t.C:
-	}
 }
