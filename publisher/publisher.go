@@ -66,7 +66,10 @@ type call struct {
 	// batch is the batch the call was picked into, nil while it waits;
 	// guarded by Publisher.mu.
 	batch *batch
-	done  chan error
+	// settled is set when done has been given the call's outcome; guarded
+	// by Publisher.mu.
+	settled bool
+	done    chan error
 }
 
 // batch is one driver call. When every caller of a batch has given up
@@ -154,46 +157,80 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 		p.topics[topic] = q
 	}
 	q.waiting = append(q.waiting, c)
-	if q.inflight < p.opts.MaxInflight {
+	lead := q.inflight < p.opts.MaxInflight
+	if lead {
 		q.inflight++
 		p.senders.Add(1)
-		go p.send(topic, q)
 	}
 	p.mu.Unlock()
 
+	if lead {
+		// The caller sends batches itself until its own call is settled,
+		// which saves a goroutine hand-off on the common, uncontended
+		// path. If ctx ends meanwhile, abandon withdraws or cancels it.
+		stop := context.AfterFunc(ctx, func() { p.abandon(q, c, ctx.Err()) })
+		p.send(topic, q, c)
+		stop()
+		err := <-c.done
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
 	select {
 	case err := <-c.done:
 		return err
 	case <-ctx.Done():
-		p.mu.Lock()
-		if c.batch == nil {
-			// Not handed to the driver: withdraw it, so nothing is sent.
-			for i, w := range q.waiting {
-				if w == c {
-					q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
-					break
-				}
-			}
-		} else if c.batch.waiting--; c.batch.waiting == 0 {
-			c.batch.cancel()
-		}
-		p.mu.Unlock()
+		p.abandon(q, c, ctx.Err())
 		return ctx.Err()
 	}
 }
 
-// send takes batches of waiting calls for topic and hands them to the driver
-// until none is left. At most MaxInflight sends run per topic.
-func (p *Publisher) send(topic string, q *topicQueue) {
+// abandon gives up on c for a caller whose context ended. A call not yet
+// picked into a batch is withdrawn, so nothing of it is sent; a call whose
+// batch has no other waiting caller cancels the driver call.
+func (p *Publisher) abandon(q *topicQueue, c *call, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.settled {
+		return
+	}
+	if c.batch == nil {
+		for i, w := range q.waiting {
+			if w == c {
+				q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
+				break
+			}
+		}
+		c.settled = true
+		c.done <- err
+		return
+	}
+	if c.batch.waiting--; c.batch.waiting == 0 {
+		c.batch.cancel()
+	}
+}
+
+// send takes batches of waiting calls for topic and hands them to the driver.
+// A sender goroutine (own == nil) runs until none is left; a caller sending
+// its own call (own != nil) stops once that call is settled and hands what
+// is left to a goroutine. At most MaxInflight senders run per topic.
+func (p *Publisher) send(topic string, q *topicQueue, own *call) {
 	defer p.senders.Done()
 	for {
 		p.mu.Lock()
 		if len(q.waiting) == 0 {
 			q.inflight--
-			if q.inflight == 0 && len(q.waiting) == 0 {
+			if q.inflight == 0 {
 				delete(p.topics, topic)
 			}
 			p.mu.Unlock()
+			return
+		}
+		if own != nil && own.settled {
+			p.senders.Add(1)
+			p.mu.Unlock()
+			go p.send(topic, q, nil)
 			return
 		}
 		ctx, cancel := context.WithTimeout(p.sendCtx, p.opts.SendTimeout)
@@ -228,6 +265,11 @@ func (p *Publisher) send(topic string, q *topicQueue) {
 
 // finish gives each call of a batch its own outcome.
 func (p *Publisher) finish(calls []*call, err error) {
+	p.mu.Lock()
+	for _, c := range calls {
+		c.settled = true
+	}
+	p.mu.Unlock()
 	var be *BatchError
 	partial := errors.As(err, &be) && len(be.Errs) == sum(calls)
 	off := 0
