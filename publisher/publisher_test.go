@@ -58,9 +58,11 @@ func (g *gate) SendBatch(ctx context.Context, topic string, msgs []*message.Mess
 	}
 	return nil
 }
-func (g *gate) Capabilities() message.Capabilities { return message.Capabilities{Name: "gate", MaxMessageSize: 100} }
-func (g *gate) ErrorCode(error) message.Code       { return message.Unavailable }
-func (g *gate) Close() error                       { return nil }
+func (g *gate) Capabilities() message.Capabilities {
+	return message.Capabilities{Name: "gate", MaxMessageSize: 100}
+}
+func (g *gate) ErrorCode(error) message.Code { return message.Unavailable }
+func (g *gate) Close() error                 { return nil }
 
 func msg(s string) *message.Message { return &message.Message{Payload: []byte(s)} }
 
