@@ -43,21 +43,23 @@ type BreakerConfig struct {
 // Breaker returns middleware with a circuit breaker
 // (github.com/sony/gobreaker/v2) around the handler. After
 // ConsecutiveFailures failures in a row it opens: for OpenTimeout the
-// handler is not called, and each message is nacked at once with a
-// transient error (code Unavailable, wrapping gobreaker.ErrOpenState, or
-// gobreaker.ErrTooManyRequests while half-open) that asks, through
-// message.RetryAfter, for redelivery when the breaker will let calls
-// through again. Then it lets HalfOpenCalls probe calls through, and closes
-// when they succeed.
+// handler is not called, and each message is deferred (Defer) with an
+// error of code Unavailable wrapping gobreaker.ErrOpenState, and a
+// redelivery delay of the time left until the breaker half-opens. Then it
+// lets HalfOpenCalls probe calls through and closes when they succeed; a
+// message that arrives while the probes run is deferred the same way
+// (wrapping gobreaker.ErrTooManyRequests) for OpenTimeout, as if the probes
+// will fail.
 //
-// Errors returned after the handler's context ended (drain, shutdown) are
-// not counted. One Breaker value is one breaker: every subscription that
-// uses the returned middleware shares it.
+// A rejection is a deferral, not a failure of the message: Retry neither
+// retries nor counts it and DLQ never dead-letters it; the message comes
+// back from the broker when the breaker may let it through. Errors
+// returned after the handler's context ended (drain, shutdown) are not
+// counted by the breaker. One Breaker value is one breaker: every
+// subscription that uses the returned middleware shares it.
 //
-// Place Breaker inside Retry, where it sees each handler call: an in-process
-// Retry then waits out the open breaker, and a Redelivery Retry asks for the
-// longer of its backoff and the breaker's delay. A rejected delivery still
-// counts as a delivery attempt where the broker counts them.
+// Place Breaker inside Retry, where it sees each handler call, so that a
+// dependency failing under retries opens it quickly.
 //
 // Errors: InvalidArgument for a negative setting.
 func Breaker(cfg BreakerConfig) (subscriber.Middleware, error) {
@@ -135,6 +137,6 @@ func (b *breaker) middleware(next subscriber.Handler) subscriber.Handler {
 		if errors.Is(err, gobreaker.ErrOpenState) {
 			delay = max(time.Until(time.Unix(0, b.openUntil.Load())), time.Millisecond)
 		}
-		return message.RetryAfter(message.Errorf(message.Unavailable, "middleware: breaker", "circuit breaker %q: %w", b.cfg.Name, err), delay)
+		return Defer(message.Errorf(message.Unavailable, "middleware: breaker", "circuit breaker %q: %w", b.cfg.Name, err), delay)
 	}
 }

@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -71,20 +72,25 @@ func TestDefaultChainDeadLettersAPanicAtOnce(t *testing.T) {
 	}
 }
 
-func TestDefaultChainBreakerCountsEachRetry(t *testing.T) {
+func TestDefaultChainBreakerCountsEachRetryAndDefers(t *testing.T) {
 	pub, probe := &fakePublisher{}, &innerProbe{}
-	mw, _ := fullChain(t, pub, probe)
-	if err := mw(returning(errTransient))(context.Background(), received("m1", "orders", "g", 1)); err != nil {
-		t.Fatalf("err = %v, want nil (dead-lettered)", err)
-	}
+	mw, rec := fullChain(t, pub, probe)
+	err := mw(returning(errTransient))(context.Background(), received("m1", "orders", "g", 1))
 	// Two failures open the breaker inside Retry; the third attempt is
-	// rejected without reaching the inner stages.
-	if probe.calls != 2 {
-		t.Fatalf("inner calls = %d, want 2", probe.calls)
+	// rejected without reaching the inner stages, and the rejection is a
+	// deferral: neither retried nor dead-lettered, but nacked until the
+	// breaker may close.
+	if !IsDeferred(err) || !errors.Is(err, gobreaker.ErrOpenState) {
+		t.Fatalf("err = %v, want the breaker's deferral", err)
 	}
-	md := oneDeadLetter(t, pub, "orders.dlq").Metadata
-	if md[message.KeyDLQReason] != "max-attempts" || md[message.KeyDLQAttempts] != "3" || !strings.Contains(md[message.KeyDLQError], gobreaker.ErrOpenState.Error()) {
-		t.Fatalf("dead letter metadata = %v", md)
+	if d, ok := message.RetryDelay(err); !ok || d <= 59*time.Minute || d > time.Hour {
+		t.Fatalf("redelivery delay = %v %v, want the hour left in the open state", d, ok)
+	}
+	if probe.calls != 2 || len(pub.got()) != 0 {
+		t.Fatalf("inner calls %d, publishes %v: want 2 calls, no dead letter", probe.calls, pub.got())
+	}
+	if got := rec.got(); len(got) != 1 || got[0].attrs["outcome"] != "deferred" || got[0].level != slog.LevelInfo {
+		t.Fatalf("log records = %+v", got)
 	}
 }
 

@@ -68,7 +68,7 @@ type DLQConfig struct {
 // Retry (reason "max-attempts"), or any error on a delivery whose attempt
 // number has reached DLQConfig.MaxAttempts (reason "max-attempts"). Every
 // other error passes through untouched, so the message is nacked and
-// redelivered. An error returned after the handler's context ended
+// redelivered; so does a deferral (IsDeferred), which is not a failure. An error returned after the handler's context ended
 // (drain, shutdown) is never dead-lettered.
 //
 // The dead letter keeps the message's ID, Key, Payload, Time and Metadata,
@@ -149,9 +149,16 @@ func DLQ(cfg DLQConfig) (subscriber.Middleware, error) {
 // retries, the ExhaustedError without the redelivery delay around it.
 func (cfg *DLQConfig) trigger(m *message.Message, err error, n *note) (string, int, error) {
 	delivered, _ := brokerAttempt(m)
-	attempts := max(n.attempts, delivered, 1)
+	// Retry's count, where it ran, leaves out the deferrals that the
+	// broker's count includes.
+	attempts := n.attempts
+	if attempts == 0 {
+		attempts = max(delivered, 1)
+	}
 	var ex *ExhaustedError
 	switch {
+	case IsDeferred(err):
+		return "", 0, nil
 	case errors.As(err, &ex):
 		return ReasonMaxAttempts, max(ex.Attempts, 1), ex
 	case message.IsPermanent(err):

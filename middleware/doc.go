@@ -14,8 +14,9 @@
 // A handler's result decides a message's fate: nil acks it, an error nacks
 // it (redelivery, after the delay that message.RetryAfter asks for), and an
 // error that message.IsPermanent reports is one that retrying cannot fix.
-// The middlewares speak only this vocabulary to one another, so each one
-// also works alone and with handlers and middleware written elsewhere:
+// The middlewares speak this vocabulary, plus deferral, to one another, so
+// each one also works alone and with handlers and middleware written
+// elsewhere:
 //
 //   - Retry retries transient errors, in process (InProcess) or by asking
 //     the broker to redeliver later (Redelivery), and never retries a
@@ -27,9 +28,12 @@
 //   - Recoverer turns a panic into a permanent error (by default), so a
 //     poison message that crashes its handler is dead-lettered like any
 //     other.
-//   - Breaker, while open, rejects calls with a transient error that asks
-//     for redelivery once it may close; RateLimit makes calls wait for a
-//     token.
+//   - A deferral (Defer, IsDeferred) holds a message back for a reason
+//     outside it: Breaker while open, Ordering while an earlier message of
+//     the key is missing. Retry passes it through uncounted and DLQ never
+//     dead-letters it; the broker redelivers the message after the delay
+//     it asks for.
+//   - RateLimit makes calls wait for a token.
 //   - Timeout and the context carry deadlines; nothing is stored in a
 //     message, so a retry always starts from the delivery's own context.
 //
@@ -62,6 +66,10 @@
 //     redelivered, and panic, for ever. A panic in a middleware is still
 //     caught by the subscriber.
 //
+// Deferrals must not be retried in process: under per-key serialisation
+// the message that Ordering waits for is queued behind the very call that
+// would be retrying.
+//
 // Retry and DLQ tell each other about a message through the handler's
 // context (how many calls were made, when the first one failed) and
 // through ExhaustedError; Logging learns from the context that DLQ
@@ -74,7 +82,8 @@
 // InvalidArgument) for a bad config, naming the setting. At run time the
 // middlewares return the handler's errors unchanged, or wrapped so that
 // errors.Is and errors.As still reach them: *ExhaustedError (Retry),
-// message.RetryAfter delays (Retry in Redelivery mode, Breaker), a
+// message.RetryAfter delays (Retry in Redelivery mode), deferrals (Breaker,
+// Ordering), a
 // *message.Error with a *PanicError cause (Recoverer), code Unavailable
 // (Breaker, open) and ResourceExhausted (RateLimit, no token before the
 // deadline). Context errors are returned as they are.

@@ -290,3 +290,77 @@ func TestMemoryCorrelationFlowsThroughHops(t *testing.T) {
 		t.Fatalf("end of flow: %s %v, want correlation start, causation start→b", m.ID, m.Metadata)
 	}
 }
+
+func TestMemoryRetryAndDLQLetOrderingDeferMessages(t *testing.T) {
+	c, b := openMem(t)
+	ordering, err := middleware.Ordering(middleware.OrderingConfig{RetryDelay: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &countingPublisher{p: c.Publisher()}
+	chain, err := middleware.DefaultChain(middleware.ChainConfig{
+		DLQ:   &middleware.DLQConfig{Publisher: pub},
+		Retry: &middleware.RetryConfig{MaxAttempts: 2, InitialInterval: time.Millisecond},
+		Inner: []subscriber.Middleware{ordering},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []*message.Message{msg("first"), msg("second"), msg("third")}
+	for _, m := range msgs {
+		m.Key = "order-1"
+	}
+	if err := middleware.NewSequencer(nil).Stamp(context.Background(), "orders", msgs...); err != nil {
+		t.Fatal(err)
+	}
+	// Published out of order: the third first.
+	for _, i := range []int{2, 0, 1} {
+		if err := c.Publisher().Publish(context.Background(), "orders", msgs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var handled []string
+	handler := func(ctx context.Context, m *message.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		handled = append(handled, m.ID)
+		return nil
+	}
+	stop := consume(t, c, "orders", handler, subscriber.Use(chain))
+	waitFor(t, "every message handled and acked", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == 3 && b.Depth("orders", subscriber.DefaultGroup) == 0
+	})
+	stop()
+	// Ordering's out-of-order nacks went to the broker untouched: not
+	// retried in process (which would block the key), not exhausted, not
+	// dead-lettered.
+	if want := []string{"first", "second", "third"}; !slices.Equal(handled, want) {
+		t.Fatalf("handled %v, want %v", handled, want)
+	}
+	if pub.n() != 0 {
+		t.Fatalf("%d dead letters, want none", pub.n())
+	}
+}
+
+// countingPublisher counts the messages it publishes through p.
+type countingPublisher struct {
+	p     middleware.Publisher
+	mu    sync.Mutex
+	count int
+}
+
+func (c *countingPublisher) Publish(ctx context.Context, topic string, msgs ...*message.Message) error {
+	c.mu.Lock()
+	c.count += len(msgs)
+	c.mu.Unlock()
+	return c.p.Publish(ctx, topic, msgs...)
+}
+
+func (c *countingPublisher) n() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.count
+}

@@ -30,21 +30,26 @@ const (
 	OutcomeDeadLettered = "dead-lettered"
 	// OutcomeNacked: the handler failed; the message will be redelivered.
 	OutcomeNacked = "nacked"
+	// OutcomeDeferred: the message was held back (IsDeferred: an open
+	// Breaker, Ordering waiting for an earlier message) and will be
+	// redelivered; not a failure.
+	OutcomeDeferred = "deferred"
 )
 
 // Logging returns middleware that logs one structured line (log/slog) per
 // handled message, when the handler returns, with the attributes topic,
 // group, id, key, attempt (the delivery attempt, 0 when the broker counts
-// none), duration, outcome, and where they apply: calls (the handler calls
-// that Retry made), correlation_id (from Correlation placed outside
+// none), duration, outcome, and where they apply: calls (the attempt number
+// that Retry counted), correlation_id (from Correlation placed outside
 // Logging), retry_after, dlq_reason, dlq_topic, dlq_error (a failed
 // dead-letter publish) and error (for a dead-lettered message, the
 // handler's error that sent it there).
 //
-// The level follows the outcome: SuccessLevel for acked; Warn for
-// dead-lettered (the message left the main flow and someone should look)
-// and for a transient failure (it will be retried); Error for a permanent
-// failure (including exhausted retries) that no DLQ took.
+// The level follows the outcome: SuccessLevel for acked and for deferred
+// (flow control, not a failure); Warn for dead-lettered (the message left
+// the main flow and someone should look) and for a transient failure (it
+// will be retried); Error for a permanent failure (including exhausted
+// retries) that no DLQ took.
 //
 // Place Logging outside DLQ, so that it sees the final outcome of each
 // delivery.
@@ -71,6 +76,8 @@ func Logging(cfg LoggingConfig) (subscriber.Middleware, error) {
 			case n.deadLetter != "":
 				level, outcome = slog.LevelWarn, OutcomeDeadLettered
 			case err == nil:
+			case IsDeferred(err):
+				outcome = OutcomeDeferred
 			case message.IsPermanent(err):
 				level, outcome = slog.LevelError, OutcomeNacked
 			default:

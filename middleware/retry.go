@@ -52,7 +52,8 @@ type RetryConfig struct {
 	Mode RetryMode
 	// MaxAttempts is the most handler calls for one message, the first
 	// included; 1 turns retrying off. Default 5. In InProcess mode it
-	// counts the calls of one delivery; in Redelivery mode, deliveries.
+	// counts the calls of one delivery; in Redelivery mode, deliveries
+	// (less those deferred, see Defer).
 	MaxAttempts int
 	// InitialInterval is the delay after the first failure. Default 100ms.
 	InitialInterval time.Duration
@@ -115,7 +116,9 @@ func (e *ExhaustedError) Is(target error) bool { return target == message.ErrPer
 //
 // An error that message.IsPermanent reports is never retried: it is
 // returned at once. A handler that asks for a delay with message.RetryAfter
-// is not retried sooner than that delay. When the last attempt fails, Retry
+// is not retried sooner than that delay. A deferral (IsDeferred: Defer,
+// an open Breaker, Ordering holding a message back) is not a failure: it
+// is returned at once, untouched, to be redelivered, and not counted. When the last attempt fails, Retry
 // returns message.RetryAfter(&ExhaustedError{...}, MaxInterval): DLQ, placed
 // outside Retry, dead-letters it; without DLQ the message is nacked and
 // comes back after MaxInterval, when each further delivery gets one more
@@ -255,13 +258,18 @@ func (r *retrier) inProcess(next subscriber.Handler) subscriber.Handler {
 			if err == nil {
 				return nil
 			}
+			if ctx.Err() != nil || IsDeferred(err) {
+				// Cut short by a drain or shutdown, or held back for a
+				// reason outside the message: not a failure to retry.
+				return err
+			}
 			if n != nil {
 				n.attempts = attempt
 				if attempt == 1 {
 					n.firstFailure = r.cfg.now()
 				}
 			}
-			if message.IsPermanent(err) || ctx.Err() != nil {
+			if message.IsPermanent(err) {
 				return err
 			}
 			if attempt >= r.cfg.MaxAttempts {
@@ -284,16 +292,21 @@ func (r *retrier) inProcess(next subscriber.Handler) subscriber.Handler {
 func (r *retrier) redelivery(next subscriber.Handler) subscriber.Handler {
 	return func(ctx context.Context, m *message.Message) error {
 		attempt, counted := brokerAttempt(m)
-		// The table holds the attempt count where the broker keeps none,
-		// and the first failure time of every message that failed before.
-		// A first delivery that the broker counts has no entry, so the
-		// common path (counted, first attempt, success) does not touch it.
+		// The table holds, for messages that failed or were deferred
+		// before: the failure count where the broker keeps none, the
+		// deferrals to subtract where it does, and the first failure
+		// time. A first delivery that the broker counts has no entry, so
+		// the common path (counted, first attempt, success) does not
+		// touch it.
 		var key string
 		if !counted || attempt > 1 {
 			key = counterKey(m)
-		}
-		if !counted {
-			attempt = r.counters.get(key) + 1
+			failures, deferrals := r.counters.get(key)
+			if counted {
+				attempt = max(attempt-deferrals, 1)
+			} else {
+				attempt = failures + 1
+			}
 		}
 		err := next(ctx, m)
 		if err == nil {
@@ -302,19 +315,23 @@ func (r *retrier) redelivery(next subscriber.Handler) subscriber.Handler {
 			}
 			return nil
 		}
+		if ctx.Err() != nil {
+			// Cut short by a drain or shutdown: not the message's failure,
+			// so neither counted nor retried here.
+			return err
+		}
 		if key == "" {
 			key = counterKey(m)
+		}
+		if IsDeferred(err) {
+			r.counters.deferred(key)
+			return err
 		}
 		now := r.cfg.now()
 		first := r.counters.firstFailure(key, now)
 		if n := noteFrom(ctx); n != nil {
 			n.attempts = attempt
 			n.firstFailure = first
-		}
-		if ctx.Err() != nil {
-			// Cut short by a drain or shutdown: not the message's failure,
-			// so neither counted nor retried here.
-			return err
 		}
 		if message.IsPermanent(err) {
 			r.counters.forget(key)
@@ -372,9 +389,11 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// attemptCounters remembers, for messages whose broker counts no attempts,
-// how many times each has failed and when it failed first. It is a bounded
-// LRU table: the least recently failed entry goes first.
+// attemptCounters remembers, for messages that failed or were deferred
+// and may come back, how many times each has failed (for brokers that
+// count no attempts), how many times it was deferred (to subtract from the
+// broker's count) and when it failed first. It is a bounded LRU table: the
+// least recently touched entry goes first.
 type attemptCounters struct {
 	mu    sync.Mutex
 	size  int
@@ -383,30 +402,32 @@ type attemptCounters struct {
 }
 
 type attemptEntry struct {
-	key      string
-	failures int
-	first    time.Time
+	key       string
+	failures  int
+	deferrals int
+	first     time.Time // zero until the first failure
 }
 
 func newAttemptCounters(size int) *attemptCounters {
 	return &attemptCounters{size: size, order: list.New(), byKey: map[string]*list.Element{}}
 }
 
-// get returns the number of failures recorded for key.
-func (c *attemptCounters) get(key string) int {
+// get returns the failures and deferrals recorded for key.
+func (c *attemptCounters) get(key string) (failures, deferrals int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.byKey[key]; ok {
-		return e.Value.(*attemptEntry).failures
+		a := e.Value.(*attemptEntry)
+		return a.failures, a.deferrals
 	}
-	return 0
+	return 0, 0
 }
 
 // firstFailure returns the first failure time recorded for key, or now.
 func (c *attemptCounters) firstFailure(key string, now time.Time) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.byKey[key]; ok {
+	if e, ok := c.byKey[key]; ok && !e.Value.(*attemptEntry).first.IsZero() {
 		return e.Value.(*attemptEntry).first
 	}
 	return now
@@ -416,17 +437,35 @@ func (c *attemptCounters) firstFailure(key string, now time.Time) time.Time {
 func (c *attemptCounters) failed(key string, attempt int, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.byKey[key]; ok {
-		e.Value.(*attemptEntry).failures = attempt
-		c.order.MoveToFront(e)
-		return
+	a := c.touch(key)
+	a.failures = attempt
+	if a.first.IsZero() {
+		a.first = now
 	}
-	c.byKey[key] = c.order.PushFront(&attemptEntry{key: key, failures: attempt, first: now})
+}
+
+// deferred records one more deferral of key.
+func (c *attemptCounters) deferred(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.touch(key).deferrals++
+}
+
+// touch returns key's entry, created if need be, as the most recent one,
+// evicting the least recent beyond the size. c.mu is held.
+func (c *attemptCounters) touch(key string) *attemptEntry {
+	if e, ok := c.byKey[key]; ok {
+		c.order.MoveToFront(e)
+		return e.Value.(*attemptEntry)
+	}
+	a := &attemptEntry{key: key}
+	c.byKey[key] = c.order.PushFront(a)
 	for c.order.Len() > c.size {
 		old := c.order.Back()
 		c.order.Remove(old)
 		delete(c.byKey, old.Value.(*attemptEntry).key)
 	}
+	return a
 }
 
 // forget drops key's entry.
