@@ -68,8 +68,9 @@ type DLQConfig struct {
 // Retry (reason "max-attempts"), or any error on a delivery whose attempt
 // number has reached DLQConfig.MaxAttempts (reason "max-attempts"). Every
 // other error passes through untouched, so the message is nacked and
-// redelivered; so does a deferral (IsDeferred), which is not a failure. An error returned after the handler's context ended
-// (drain, shutdown) is never dead-lettered.
+// redelivered; so does a deferral (IsDeferred), which is not a failure.
+// An error returned after the handler's context ended (drain, shutdown) is
+// never dead-lettered.
 //
 // The dead letter keeps the message's ID, Key, Payload, Time and Metadata,
 // and adds message.KeyDLQReason, KeyDLQError (the error text, cut to

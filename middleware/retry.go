@@ -94,7 +94,8 @@ type RetryConfig struct {
 // reachable with errors.Is and errors.As.
 type ExhaustedError struct {
 	// Attempts is the number of handler calls made: in InProcess mode,
-	// in the last delivery; in Redelivery mode, the delivery attempt.
+	// in the last delivery; in Redelivery mode, the delivery attempt
+	// less the deferred deliveries.
 	Attempts int
 	// Err is the handler's last error.
 	Err error
@@ -116,10 +117,12 @@ func (e *ExhaustedError) Is(target error) bool { return target == message.ErrPer
 //
 // An error that message.IsPermanent reports is never retried: it is
 // returned at once. A handler that asks for a delay with message.RetryAfter
-// is not retried sooner than that delay. A deferral (IsDeferred: Defer,
-// an open Breaker, Ordering holding a message back) is not a failure: it
-// is returned at once, untouched, to be redelivered, and not counted. When the last attempt fails, Retry
-// returns message.RetryAfter(&ExhaustedError{...}, MaxInterval): DLQ, placed
+// is not retried sooner than that delay. A deferral (IsDeferred: Defer, an
+// open Breaker, Ordering holding a message back) is not a failure: it is
+// returned at once, untouched, to be redelivered, and not counted.
+//
+// When the last attempt fails, Retry returns
+// message.RetryAfter(&ExhaustedError{...}, MaxInterval): DLQ, placed
 // outside Retry, dead-letters it; without DLQ the message is nacked and
 // comes back after MaxInterval, when each further delivery gets one more
 // call (Redelivery mode) or MaxAttempts more (InProcess mode).
