@@ -89,12 +89,12 @@ func (s *MemoryDedupeStore) Claim(_ context.Context, key string, lease time.Dura
 }
 
 // Complete implements [DedupeStore].
-func (s *MemoryDedupeStore) Complete(_ context.Context, key string, token int64, ttl time.Duration) error {
+func (s *MemoryDedupeStore) Complete(_ context.Context, key string, _ int64, ttl time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if l, ok := s.inflight[key]; ok && l.token == token {
-		delete(s.inflight, key)
-	}
+	// Done wins over any claim, even one that took over after this
+	// claim's lease expired: the work is done.
+	delete(s.inflight, key)
 	// Remove first so that the key moves to the newest end even when a
 	// mark is there already (a lease taken over after expiry).
 	if s.done.Remove(key) {
