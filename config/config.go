@@ -328,8 +328,12 @@ func Open(ctx context.Context, cfg Config) (*polybus.Client, error) {
 		}
 	}
 	if r.err != nil {
-		if ctx.Err() == nil && octx.Err() != nil && (errors.Is(r.err, context.DeadlineExceeded) || message.CodeOf(r.err) == message.Unknown) {
-			return nil, message.Errorf(message.Unavailable, op, "no answer from %s within %s: %w", polybus.Redact(raw), timeout, r.err)
+		if ctx.Err() == nil && octx.Err() != nil && message.CodeOf(r.err) != message.InvalidArgument {
+			// Our deadline ended the attempt: say so with our timeout,
+			// which the adapter's message may not know.
+			e := message.Errorf(message.Unavailable, op, "no answer from %s within %s", polybus.Redact(raw), timeout)
+			e.Err = r.err
+			return nil, e
 		}
 		return nil, r.err
 	}

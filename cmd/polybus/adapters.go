@@ -1,0 +1,8 @@
+package main
+
+// The adapters the command can open. Each registers its URL schemes when
+// imported; add kafka, rabbitmq and sqs here as they land.
+import (
+	_ "github.com/polybus/polybus/adapters/memory"
+	_ "github.com/polybus/polybus/adapters/nats"
+)
