@@ -66,7 +66,9 @@
 //     message until both have received one, so a broker that hands out
 //     messages fairly passes deterministically. As no member joins or
 //     leaves while messages flow, a duplicate (as a rebalance might cause)
-//     is a failure.
+//     is a failure, unless the harness is a [Rebalancer] that says its
+//     broker redelivers on rebalance: then duplicates are counted (metric
+//     "duplicates") and only loss fails.
 //   - FanOut (FanOut): two groups each receive every message exactly once.
 //   - TopicIsolation: subscribers of two topics, in groups of the same
 //     name, each receive exactly their own topic's messages.

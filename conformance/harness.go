@@ -45,6 +45,15 @@ type GoroutineFilter interface {
 	IgnoreGoroutines() []goleak.Option
 }
 
+// Rebalancer is implemented by a harness whose broker may deliver a
+// message again, with no failure, when a group's membership changes (Kafka
+// redelivers uncommitted offsets after a rebalance). The
+// competing-consumers test then counts duplicates (metric "duplicates")
+// instead of failing on them; a lost message still fails it.
+type Rebalancer interface {
+	RedeliversOnRebalance() bool
+}
+
 // URLHarness returns a harness that opens every client with
 // polybus.Open(ctx, rawURL), so it works with any adapter registered in the
 // program. Names are "cf-<kind>-<random>-<n>": lower-case letters, digits
