@@ -98,6 +98,25 @@ type DedupeConfig struct {
 	// or a Release that failed after the handler failed (duplicates are
 	// nacked until the lease expires).
 	OnStoreError func(ctx context.Context, m *message.Message, err error)
+
+	// memory is set when Store ignores contexts: then ending a claim
+	// needs no context of its own.
+	memory bool
+}
+
+// contextFree is implemented by the memory stores, which never block and
+// ignore their context: the middlewares skip deriving one for them (a
+// timer and three allocations per message).
+type contextFree interface{ ignoresContext() }
+
+// detached returns the context for a store call that must finish even
+// when the handler's context has ended (the drain deadline), bounded by
+// its own timeout; for a store that ignores contexts, ctx itself.
+func detached(ctx context.Context, memory bool) (context.Context, context.CancelFunc) {
+	if memory {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), storeCallTimeout)
 }
 
 // ErrInFlight is the cause of the error that [Dedupe] returns for a
@@ -120,10 +139,11 @@ func DedupeKey(m *message.Message) string {
 	return d.Group + "/" + d.Topic + "/" + m.ID
 }
 
-// dedupeStoreTimeout bounds the store calls that end a claim: they run
-// after the handler, on a context that the drain deadline does not cancel,
-// because a lost Complete lets a duplicate run again.
-const dedupeStoreTimeout = 10 * time.Second
+// storeCallTimeout bounds the store calls made after the handler ran
+// (dedupe's Complete and Release, ordering's Advance): they run on a
+// context that the drain deadline does not cancel, because a lost write
+// lets a duplicate run again.
+const storeCallTimeout = 10 * time.Second
 
 // Dedupe returns a middleware that makes handling idempotent: a message
 // whose key was already handled successfully is acked without running
@@ -173,6 +193,7 @@ func Dedupe(cfg DedupeConfig) (subscriber.Middleware, error) {
 		}
 		cfg.Store = s
 	}
+	_, cfg.memory = cfg.Store.(contextFree)
 	inFlight := message.RetryAfter(ErrInFlight, cfg.InFlightDelay)
 	return func(next subscriber.Handler) subscriber.Handler {
 		return func(ctx context.Context, m *message.Message) error {
@@ -212,7 +233,7 @@ func (cfg *DedupeConfig) run(ctx context.Context, next subscriber.Handler, m *me
 		if ok {
 			return
 		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dedupeStoreTimeout)
+		sctx, cancel := detached(ctx, cfg.memory)
 		defer cancel()
 		if err := cfg.Store.Release(sctx, key, token); err != nil && cfg.OnStoreError != nil {
 			cfg.OnStoreError(ctx, m, codedStoreError("dedupe: release", err))
@@ -222,7 +243,7 @@ func (cfg *DedupeConfig) run(ctx context.Context, next subscriber.Handler, m *me
 		return err
 	}
 	ok = true
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dedupeStoreTimeout)
+	sctx, cancel := detached(ctx, cfg.memory)
 	defer cancel()
 	if err := cfg.Store.Complete(sctx, key, token, cfg.TTL); err != nil && cfg.OnStoreError != nil {
 		// The work is done: nacking now would run it again.

@@ -62,6 +62,8 @@ func NewMemoryDedupeStore(size int) (*MemoryDedupeStore, error) {
 	return s, nil
 }
 
+func (s *MemoryDedupeStore) ignoresContext() {}
+
 // Claim implements [DedupeStore].
 func (s *MemoryDedupeStore) Claim(_ context.Context, key string, lease time.Duration) (ClaimState, int64, error) {
 	s.mu.Lock()

@@ -190,7 +190,8 @@ func (o *ordering) wrap(next subscriber.Handler) subscriber.Handler {
 // ordering is the buffer's state. One mutex guards it all: every section
 // under it is short, and handlers run outside it.
 type ordering struct {
-	cfg OrderingConfig
+	cfg    OrderingConfig
+	memory bool // the store ignores contexts (see contextFree)
 
 	mu      sync.Mutex
 	keys    map[string]*ordKey
@@ -258,12 +259,9 @@ func newOrdering(cfg OrderingConfig) (*ordering, error) {
 	if cfg.Store == nil {
 		cfg.Store = NewMemoryOrderingStore()
 	}
-	return &ordering{cfg: cfg, keys: map[string]*ordKey{}, byRun: map[*subscriber.Info]int{}}, nil
+	_, memory := cfg.Store.(contextFree)
+	return &ordering{cfg: cfg, memory: memory, keys: map[string]*ordKey{}, byRun: map[*subscriber.Info]int{}}, nil
 }
-
-// orderingStoreTimeout bounds the store write after a handler succeeded;
-// it runs on a context the drain deadline does not cancel.
-const orderingStoreTimeout = 10 * time.Second
 
 func (o *ordering) handle(ctx context.Context, next subscriber.Handler, m *message.Message) error {
 	raw, has := m.Metadata[message.KeySequence]
@@ -288,7 +286,6 @@ func (o *ordering) handle(ctx context.Context, next subscriber.Handler, m *messa
 	}
 	var gapAt uint64 // set when GapDeliverAnyway skipped ahead for m
 	for {
-		now := time.Now()
 		if seq <= st.last {
 			o.forget(st, seq)
 			o.release(key, st)
@@ -307,6 +304,9 @@ func (o *ordering) handle(ctx context.Context, next subscriber.Handler, m *messa
 			}
 			return o.run(ctx, next, m, key, st, seq)
 		}
+		// Out of turn from here on: the slow path, which reads the clock
+		// (the in-order path above does not).
+		now := time.Now()
 		ahead := seq > st.last+1 && !st.running
 		if ahead && now.Sub(st.readAt) >= o.cfg.RetryDelay {
 			// Another consumer sharing the store may have moved on.
@@ -488,6 +488,9 @@ func (o *ordering) forget(st *ordKey, seq uint64) {
 // seen for longer than GapTimeout: they went elsewhere (another consumer,
 // a dead-letter topic). Held numbers stay.
 func (o *ordering) prune(st *ordKey) {
+	if len(st.pending) == 0 {
+		return
+	}
 	now := time.Now()
 	for n, p := range st.pending {
 		if p.waiting == 0 && (n <= st.last || now.Sub(p.seen) > o.cfg.GapTimeout) {
@@ -621,7 +624,7 @@ func (o *ordering) run(ctx context.Context, next subscriber.Handler, m *message.
 	if err := next(ctx, m); err != nil {
 		return err
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orderingStoreTimeout)
+	sctx, cancel := detached(ctx, o.memory)
 	defer cancel()
 	if err := o.cfg.Store.Advance(sctx, key, seq); err != nil && o.cfg.OnStoreError != nil {
 		o.cfg.OnStoreError(ctx, m, codedStoreError("ordering: record position", err))

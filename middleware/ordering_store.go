@@ -45,6 +45,8 @@ func NewMemoryOrderingStore() *MemoryOrderingStore {
 	return &MemoryOrderingStore{last: map[string]uint64{}}
 }
 
+func (s *MemoryOrderingStore) ignoresContext() {}
+
 // Last implements [OrderingStore].
 func (s *MemoryOrderingStore) Last(_ context.Context, key string) (uint64, error) {
 	s.mu.Lock()

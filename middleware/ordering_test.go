@@ -93,7 +93,7 @@ func (o *ordering) heldNow() int {
 	return o.held
 }
 
-func (o *ordering) memory() (held, pending, keys int) {
+func (o *ordering) usage() (held, pending, keys int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.held, o.pending, len(o.keys)
@@ -185,7 +185,7 @@ func TestOrderingHoldsUntilTheGapFills(t *testing.T) {
 		}
 	}
 	wantSeqs(t, r, "a", 1, 2, 3, 4)
-	if held, pending, _ := o.memory(); held != 0 || pending != 0 {
+	if held, pending, _ := o.usage(); held != 0 || pending != 0 {
 		t.Fatalf("after the gap filled: %d held, %d remembered; want none", held, pending)
 	}
 }
@@ -559,7 +559,7 @@ func TestOrderingForgetsIdleKeysButNotTheirPositions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, keys := o.memory(); keys > 10 {
+	if _, _, keys := o.usage(); keys > 10 {
 		t.Fatalf("%d keys in memory, want at most 10", keys)
 	}
 	for k := 0; k < 100; k++ {
