@@ -120,8 +120,9 @@ func detached(ctx context.Context, memory bool) (context.Context, context.Cancel
 }
 
 // ErrInFlight is the cause of the error that [Dedupe] returns for a
-// duplicate of a message that is being handled: wrapped in
-// message.RetryAfter, it nacks the duplicate so that it comes back later.
+// duplicate of a message that is being handled: a deferral (Defer) that
+// nacks the duplicate so that it comes back later, which Retry does not
+// retry and DLQ does not dead-letter.
 var ErrInFlight = message.Errorf(message.Unavailable, "dedupe", "message is being handled by another delivery")
 
 // DedupeKey is the default deduplication key: the message ID, scoped by
@@ -155,8 +156,8 @@ const storeCallTimeout = 10 * time.Second
 // message is therefore marked only after its handler succeeded.
 //
 // Two concurrent deliveries of one message run the handler once: the
-// second finds the first's claim and is nacked with
-// message.RetryAfter(ErrInFlight, InFlightDelay). When it comes back the
+// second finds the first's claim and is deferred with
+// Defer(ErrInFlight, InFlightDelay). When it comes back the
 // first has either completed (the duplicate is then acked) or released
 // (it then runs). It does not wait in place for the first's outcome: that
 // would hold a handler slot on work that may be in another process, and
@@ -194,7 +195,7 @@ func Dedupe(cfg DedupeConfig) (subscriber.Middleware, error) {
 		cfg.Store = s
 	}
 	_, cfg.memory = cfg.Store.(contextFree)
-	inFlight := message.RetryAfter(ErrInFlight, cfg.InFlightDelay)
+	inFlight := Defer(ErrInFlight, cfg.InFlightDelay)
 	return func(next subscriber.Handler) subscriber.Handler {
 		return func(ctx context.Context, m *message.Message) error {
 			key := cfg.Key(m)

@@ -136,8 +136,8 @@ func TestDedupeConcurrentDeliveriesRunOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			err := run(context.Background(), idMsg("m", "g"))
-			if d, ok := message.RetryDelay(err); !ok || d != 25*time.Millisecond || !errors.Is(err, ErrInFlight) {
-				t.Errorf("concurrent duplicate: err = %v, want RetryAfter(ErrInFlight, 25ms)", err)
+			if d, ok := message.RetryDelay(err); !ok || d != 25*time.Millisecond || !errors.Is(err, ErrInFlight) || !IsDeferred(err) {
+				t.Errorf("concurrent duplicate: err = %v, want Defer(ErrInFlight, 25ms)", err)
 			}
 		}()
 	}

@@ -15,8 +15,8 @@ import (
 type GapPolicy int
 
 const (
-	// GapNack gives the waiting messages back to the broker, each with
-	// message.RetryAfter(ErrGap, GapTimeout), for as long as the gap stays
+	// GapNack gives the waiting messages back to the broker, each
+	// deferred with Defer(ErrGap, GapTimeout), for as long as the gap stays
 	// open: nothing is skipped and nothing held in memory. The key stalls
 	// until the missing message arrives (for instance replayed from a
 	// dead-letter topic). It is the default.
@@ -103,7 +103,7 @@ type OrderingConfig struct {
 var (
 	// ErrOutOfOrder: the message is ahead of its key's position and was
 	// not held (back-pressure, drain, or calls for the key cannot
-	// overlap); it is nacked with RetryDelay.
+	// overlap); it is deferred (Defer) for RetryDelay.
 	ErrOutOfOrder = message.Errorf(message.Unavailable, "ordering", "message is ahead of its key's sequence")
 	// ErrGap: the message waited behind a gap for longer than GapTimeout.
 	ErrGap = message.Errorf(message.Unavailable, "ordering", "sequence gap timed out")
@@ -144,9 +144,9 @@ func OrderingKey(m *message.Message) string {
 // through. A malformed number fails with a permanent InvalidArgument error.
 //
 // Holding never deadlocks. A held call blocks only when another call can
-// deliver the message it waits for; otherwise it is nacked with
-// message.RetryAfter(ErrOutOfOrder, RetryDelay) and comes back later, which
-// holds it in the broker instead. Under a polybus Subscriber
+// deliver the message it waits for; otherwise it is deferred with
+// Defer(ErrOutOfOrder, RetryDelay) and comes back later, which holds it in
+// the broker instead. Under a polybus Subscriber
 // (subscriber.InfoFrom) it is nacked when
 //
 //   - the subscriber serialises calls per key (the default, unless
@@ -347,7 +347,7 @@ func (o *ordering) handle(ctx context.Context, next subscriber.Handler, m *messa
 					if o.cfg.OnGap != nil {
 						o.cfg.OnGap(ctx, m, expected)
 					}
-					return message.RetryAfter(message.Errorf(message.Unavailable, "ordering",
+					return Defer(message.Errorf(message.Unavailable, "ordering",
 						"message %s: key %q waits for number %d, got %d: %w", m.ID, m.Key, expected, seq, ErrGap), o.cfg.GapTimeout)
 				}
 			}
@@ -355,7 +355,7 @@ func (o *ordering) handle(ctx context.Context, next subscriber.Handler, m *messa
 		if !o.mayBlock(info, m, st) {
 			o.release(key, st)
 			o.mu.Unlock()
-			return message.RetryAfter(ErrOutOfOrder, o.cfg.RetryDelay)
+			return Defer(ErrOutOfOrder, o.cfg.RetryDelay)
 		}
 		if err := o.block(ctx, info, st, seq, now); err != nil {
 			o.release(key, st)
@@ -583,7 +583,7 @@ func (o *ordering) block(ctx context.Context, info *subscriber.Info, st *ordKey,
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-stopping:
-		err = message.RetryAfter(ErrOutOfOrder, o.cfg.RetryDelay)
+		err = Defer(ErrOutOfOrder, o.cfg.RetryDelay)
 	}
 	t.Stop()
 

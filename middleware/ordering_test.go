@@ -413,7 +413,7 @@ func TestOrderingGapPolicies(t *testing.T) {
 		c4 := ordAsync(h, seqMsg("a", 4))
 		for _, c := range []<-chan error{c3, c4} {
 			err := <-c
-			if !message.IsPermanent(err) || !errors.Is(err, ErrGap) {
+			if !message.IsPermanent(err) || !errors.Is(err, ErrGap) || IsDeferred(err) {
 				t.Fatalf("err = %v, want permanent ErrGap", err)
 			}
 		}
@@ -433,7 +433,7 @@ func TestOrderingGapPolicies(t *testing.T) {
 		h := o.wrap(r.handle)
 		c2 := ordAsync(h, seqMsg("a", 2))
 		err := <-c2
-		if d, ok := message.RetryDelay(err); !ok || d != gap || !errors.Is(err, ErrGap) || message.IsPermanent(err) {
+		if d, ok := message.RetryDelay(err); !ok || d != gap || !errors.Is(err, ErrGap) || !IsDeferred(err) {
 			t.Fatalf("err = %v, want RetryAfter(ErrGap, %s)", err, gap)
 		}
 		// Still open: the next arrival is nacked at once, not held.
@@ -457,7 +457,7 @@ func TestOrderingBackPressure(t *testing.T) {
 	wantNack := func(m *message.Message) {
 		t.Helper()
 		err := h(context.Background(), m)
-		if d, ok := message.RetryDelay(err); !ok || d != 7*time.Millisecond || !errors.Is(err, ErrOutOfOrder) {
+		if d, ok := message.RetryDelay(err); !ok || d != 7*time.Millisecond || !errors.Is(err, ErrOutOfOrder) || !IsDeferred(err) {
 			t.Fatalf("%s: err = %v, want RetryAfter(ErrOutOfOrder, 7ms)", m.ID, err)
 		}
 	}

@@ -112,7 +112,7 @@ func TxDedupe(store *DedupeStore, cfg TxConfig, work TxFunc) (subscriber.Handler
 				if err != nil && !errors.Is(err, sql.ErrNoRows) {
 					return wrap(op+": read mark", err)
 				}
-				return message.RetryAfter(middleware.ErrInFlight, cfg.InFlightDelay)
+				return middleware.Defer(middleware.ErrInFlight, cfg.InFlightDelay)
 			}
 		}
 		if err := work(ctx, tx, m); err != nil {

@@ -243,8 +243,8 @@ func TestTxDedupeSharesTheTableWithDedupe(t *testing.T) {
 				t.Fatalf("claim: %v %v", st, err)
 			}
 			err = h(context.Background(), m)
-			if d, ok := message.RetryDelay(err); !ok || d != 3*time.Second || !errors.Is(err, middleware.ErrInFlight) {
-				t.Fatalf("err = %v, want RetryAfter(ErrInFlight, 3s)", err)
+			if d, ok := message.RetryDelay(err); !ok || d != 3*time.Second || !errors.Is(err, middleware.ErrInFlight) || !middleware.IsDeferred(err) {
+				t.Fatalf("err = %v, want Defer(ErrInFlight, 3s)", err)
 			}
 			if err := store.Complete(context.Background(), key, tok, time.Hour); err != nil {
 				t.Fatal(err)
