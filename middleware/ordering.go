@@ -138,7 +138,8 @@ func OrderingKey(m *message.Message) string {
 //     the position stays and the message is nacked as usual.
 //   - seq > position+1: held: its handler call blocks, unacked, until the
 //     numbers before it have run, then it runs. Past GapTimeout the
-//     GapPolicy applies.
+//     GapPolicy applies. Held calls are bounded by MaxHeldPerKey and
+//     MaxHeld; over them a message is deferred (back-pressure).
 //
 // Messages without a sequence number, or without an ordering key, pass
 // through. A malformed number fails with a permanent InvalidArgument error.
@@ -146,8 +147,8 @@ func OrderingKey(m *message.Message) string {
 // Holding never deadlocks. A held call blocks only when another call can
 // deliver the message it waits for; otherwise it is deferred with
 // Defer(ErrOutOfOrder, RetryDelay) and comes back later, which holds it in
-// the broker instead. Under a polybus Subscriber
-// (subscriber.InfoFrom) it is nacked when
+// the broker instead. Under a polybus Subscriber (which it learns from
+// subscriber.InfoFrom) it is deferred, not held, when
 //
 //   - the subscriber serialises calls per key (the default, unless
 //     subscriber.Unordered()): the message it waits for has its key, and
