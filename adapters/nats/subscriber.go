@@ -99,6 +99,12 @@ func (s *subscription) open(ctx context.Context) error {
 	cur := &consuming{halt: make(chan struct{})}
 	cur.cc, err = cons.Consume(func(m jetstream.Msg) { s.deliver(cur, m) },
 		jetstream.PullMaxMessages(s.prefetch),
+		// nats.go re-pulls when it misses two heartbeats in a row. Its
+		// pull accounting can drift from the server's (seen with small
+		// batches under load: the server holds no request, the client
+		// thinks one is open); the default heartbeat (half the 30s
+		// expiry) would stall the subscription for 30s each time.
+		jetstream.PullHeartbeat(time.Second),
 		jetstream.ConsumeErrHandler(s.consumeError),
 	)
 	if err != nil {
@@ -202,8 +208,13 @@ func (s *subscription) deliver(cur *consuming, m jetstream.Msg) {
 	}
 }
 
-// consumeError keeps Consume's latest error for Receive.
+// consumeError keeps Consume's latest error for Receive. A missed
+// heartbeat is left out: nats.go pulls again by itself, and a lost
+// connection shows in connState.
 func (s *subscription) consumeError(_ jetstream.ConsumeContext, err error) {
+	if errors.Is(err, jetstream.ErrNoHeartbeat) {
+		return
+	}
 	select {
 	case s.errs <- err:
 	default:
