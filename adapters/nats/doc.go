@@ -126,7 +126,9 @@
 //	embedded://                 the store ./.polybus (DefaultStoreDir)
 //	embedded://PATH             a relative store: embedded://data, embedded://./data
 //	embedded:///ABS/PATH        an absolute store
-//	nats://host[:4222][,host2[:4222]]   NATS servers (port 4222 by default)
+//	nats://host[:4222][,host2:4222]     NATS servers (port 4222 by default; with
+//	                            several hosts, give each its port: Go's URL
+//	                            parser reads a port after the last colon)
 //	nats://user:pass@host       with a user and password
 //	nats://TOKEN@host           with a token
 //

@@ -46,7 +46,7 @@ func ExampleOpen() {
 
 // A URL fills the same Config.
 func ExampleConfigFromURL() {
-	cfg, err := polynats.ConfigFromURL("nats://user:secret@n1:4222,n2?replicas=3&ack_wait=1m")
+	cfg, err := polynats.ConfigFromURL("nats://user:secret@n1:4222,n2:4222?replicas=3&ack_wait=1m")
 	if err != nil {
 		panic(err)
 	}
