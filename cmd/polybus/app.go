@@ -123,7 +123,9 @@ func (a *app) resolve() (config.Config, error) {
 	a.hide(os.Getenv(config.EnvURL))
 	cfg, err := config.Resolve(a.url, a.configPath, a.profile)
 	if err != nil {
-		return cfg, err
+		// A config file or profile that is missing or wrong is a usage
+		// error, whatever code package config gives it.
+		return cfg, usageError{err}
 	}
 	a.hide(cfg.URL)
 	if a.connectTimeout > 0 {
@@ -132,22 +134,26 @@ func (a *app) resolve() (config.Config, error) {
 	return cfg, nil
 }
 
-// open opens the broker of cfg within its connect timeout. An unreachable
-// broker's error names the URL and where it came from, since the adapter's
-// may name only a host.
+// open opens the broker of cfg within its connect timeout. Its errors
+// name the (redacted) URL and where it came from, since the adapter's may
+// name only a host, or nothing.
 func (a *app) open(ctx context.Context, cfg config.Config) (*polybus.Client, error) {
 	a.hide(cfg.URL)
 	c, err := config.Open(ctx, cfg)
-	if err != nil && message.CodeOf(err) == message.Unavailable {
-		where := a.redactURL(cfg.URL)
-		if strings.Contains(a.redact(err.Error()), where) {
-			where = "" // already named
-		} else {
-			where += " "
-		}
-		return nil, prefixed{fmt.Sprintf("cannot reach the broker %s(from %s): ", where, cfg.Source), err}
+	if err == nil {
+		return c, nil
 	}
-	return c, err
+	what := "broker URL"
+	if message.CodeOf(err) == message.Unavailable {
+		what = "cannot reach the broker"
+	}
+	where := a.redactURL(cfg.URL)
+	if strings.Contains(a.redact(err.Error()), where) {
+		where = "" // already named
+	} else {
+		where += " "
+	}
+	return nil, prefixed{fmt.Sprintf("%s %s(from %s): ", what, where, cfg.Source), err}
 }
 
 // prefixed is an error with context in front, without repeating the
@@ -227,6 +233,10 @@ func (a *app) redact(s string) string {
 // redactURL returns rawURL fit to print.
 func (a *app) redactURL(rawURL string) string {
 	a.hide(rawURL)
+	if u, err := url.Parse(rawURL); err == nil && u.User == nil {
+		// As written: url.URL.String would turn mem:// into mem:.
+		return a.redact(rawURL)
+	}
 	return a.redact(polybus.Redact(rawURL))
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -78,7 +79,24 @@ func (a *app) demo(ctx context.Context) error {
 		fmt.Fprintf(a.stdout, "topics are prefixed %q so that this run starts clean\n", prefix)
 	}
 	d := newDemo(c, prefix, a.stdout, a.verbose)
-	return d.run(ctx)
+	if err := d.run(ctx); err != nil {
+		return err
+	}
+	switch {
+	case cfg.Source == "default":
+		fmt.Fprintf(a.stdout, "\nnext: polybus demo --url nats://HOST:4222 runs it on your broker; polybus --help lists the commands\n")
+	case !privateBroker(cfg.URL):
+		fmt.Fprintf(a.stdout, "\nnext: polybus dlq ls --url %s --topic %s\n", shellQuote(a.redactURL(cfg.URL)), d.dlqTopic)
+	}
+	return nil
+}
+
+// shellQuote quotes s for a shell when it needs it.
+func shellQuote(s string) string {
+	if strings.ContainsAny(s, " '\"$&;|<>()*?![]{}~#`\\") {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	return s
 }
 
 // privateBroker reports whether rawURL opens a broker of its own that no

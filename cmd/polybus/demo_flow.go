@@ -166,8 +166,8 @@ func (d *demo) publish(ctx context.Context) error {
 		highest[m.Key] = max(highest[m.Key], seq)
 		fmt.Fprintf(d.out, "%s  %s%s\n", label(m), describe(ev), note)
 	}
-	fmt.Fprintf(d.out, "\n%s consume %q, each in its own consumer group and each behind\n"+
-		"dead-lettering (to %q), dedupe, ordering and retry (%d attempts, backoff from %s)\n",
+	fmt.Fprintf(d.out, "\n%s consume %q, each in its own consumer group,\n"+
+		"behind dead-lettering (to %q), retry (%d attempts, backoff from %s), dedupe and ordering\n",
 		strings.Join(demoConsumers, ", "), d.topic, d.dlqTopic, demoRetries, demoRetryInitial)
 	return nil
 }
@@ -272,15 +272,15 @@ func (d *demo) stalled(ctx context.Context) error {
 	return fmt.Errorf("demo: the flow did not finish within %s: %s", demoTimeout, strings.Join(parts, "; "))
 }
 
-// middleware builds a consumer's chain, outermost first:
+// middleware builds a consumer's chain: the demo's observer, outermost,
+// then middleware.DefaultChain with dead-lettering, retry and, inside them,
+// dedupe and ordering:
 //
-//	observe → DLQ → Dedupe → Ordering → Retry → handler
+//	observe → Correlation → DLQ → Retry → Dedupe → Ordering → Recoverer → handler
 //
-// Retry sits inside Ordering: an event that arrives ahead of its
-// predecessor is handed back to the broker by Ordering, and Retry must not
-// retry that in process while the predecessor waits behind it.
+// (with Logging after Correlation under --verbose).
 func (d *demo) middleware(cs *consumer) (subscriber.Middleware, error) {
-	dlq, err := middleware.DLQ(middleware.DLQConfig{
+	dlqCfg := middleware.DLQConfig{
 		Publisher: d.c.Publisher(),
 		OnDeadLetter: func(_ context.Context, m, dead *message.Message, perr error) {
 			d.mu.Lock()
@@ -293,9 +293,6 @@ func (d *demo) middleware(cs *consumer) (subscriber.Middleware, error) {
 			cs.note(m, "attempt %s failed: dead-lettered to %s (%s)", dead.Metadata.Get(message.KeyDLQAttempts), d.dlqTopic, dead.Metadata.Get(message.KeyDLQReason))
 			cs.check()
 		},
-	})
-	if err != nil {
-		return nil, err
 	}
 	dedupe, err := middleware.Dedupe(middleware.DedupeConfig{
 		OnDuplicate: func(_ context.Context, m *message.Message) {
@@ -313,7 +310,7 @@ func (d *demo) middleware(cs *consumer) (subscriber.Middleware, error) {
 	if err != nil {
 		return nil, err
 	}
-	retry, err := middleware.Retry(middleware.RetryConfig{
+	retryCfg := middleware.RetryConfig{
 		MaxAttempts: demoRetries, InitialInterval: demoRetryInitial, MaxInterval: demoRetryMax,
 		RandomizationFactor: middleware.NoJitter,
 		OnRetry: func(_ context.Context, m *message.Message, attempt int, delay time.Duration, err error) {
@@ -322,19 +319,16 @@ func (d *demo) middleware(cs *consumer) (subscriber.Middleware, error) {
 			cs.retries++
 			cs.note(m, "attempt %d failed: %v; retrying in %s", attempt, err, delay)
 		},
-	})
+	}
+	cfg := middleware.ChainConfig{DLQ: &dlqCfg, Retry: &retryCfg, Inner: []subscriber.Middleware{dedupe, ordering}}
+	if d.verbose {
+		cfg.Logging = &middleware.LoggingConfig{}
+	}
+	chain, err := middleware.DefaultChain(cfg)
 	if err != nil {
 		return nil, err
 	}
-	chain := []subscriber.Middleware{d.observe(cs), dlq, dedupe, ordering, retry}
-	if d.verbose {
-		logging, err := middleware.Logging(middleware.LoggingConfig{})
-		if err != nil {
-			return nil, err
-		}
-		chain = append([]subscriber.Middleware{logging}, chain...)
-	}
-	return subscriber.Chain(chain...), nil
+	return subscriber.Chain(d.observe(cs), chain), nil
 }
 
 // observe is the outermost stage: it narrates what the ordering buffer
@@ -446,11 +440,12 @@ func (d *demo) readDeadLetters(ctx context.Context) ([]*message.Message, error) 
 	if err != nil {
 		return nil, fmt.Errorf("demo: reading %s: %w", d.dlqTopic, err)
 	}
-	fmt.Fprintf(d.out, "\ndead-letter topic %s: %d dead letter(s), pending for group %s\n", d.dlqTopic, len(dead), defaultDLQGroup)
+	fmt.Fprintf(d.out, "\ndead-letter topic %s: %d pending for group %s\n", d.dlqTopic, len(dead), defaultDLQGroup)
 	for _, m := range dead {
 		md := m.Metadata
-		fmt.Fprintf(d.out, "%s  reason %s after %s attempts in group %s: %s\n", label(m),
-			md.Get(message.KeyDLQReason), md.Get(message.KeyDLQAttempts), md.Get(message.KeyDLQGroup), firstLine(md.Get(message.KeyDLQError), 80))
+		fmt.Fprintf(d.out, "%s  from group %s, reason %s, %s attempts\n", label(m),
+			md.Get(message.KeyDLQGroup), md.Get(message.KeyDLQReason), md.Get(message.KeyDLQAttempts))
+		fmt.Fprintf(d.out, "%s  error: %s\n", strings.Repeat(" ", len(label(m))), firstLine(md.Get(message.KeyDLQError), 100))
 	}
 	return dead, nil
 }

@@ -18,12 +18,15 @@ import (
 const holdDeadline = 5 * time.Minute
 
 // keepDelay is the redelivery delay of the dead letters that a scan hands
-// back. Without one, a broker may redeliver a nacked message at once to
-// the very subscription that is closing: NATS JetStream does, and the
-// message then stays invisible until its ack deadline passes. The delay
-// lets the subscription close first. It is below the default --wait, so
-// that a command started right after another still sees them.
-const keepDelay = 500 * time.Millisecond
+// back (and of the messages that sub received beyond --count). A nack with
+// a delay, even a short one, is one that brokers keep: NATS JetStream
+// forgets a plain nack when the server stops (as the embedded server does
+// when the command exits) and then holds the message back until its ack
+// deadline passes, minutes later, while it persists a delayed one. The
+// delay also lets the closing subscription go before the message comes
+// back. It is well below the default --wait, so that a command started
+// right after another still sees them.
+const keepDelay = 100 * time.Millisecond
 
 // errKeep nacks a dead letter that a scan hands back: it stays pending.
 var errKeep = message.RetryAfter(errors.New("dlq: handed back, still pending"), keepDelay)
