@@ -21,23 +21,27 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// hang is an opener that ignores its context until release is closed, as a
-// badly written adapter would; opened counts the clients it returned late.
-var (
-	release = make(chan struct{})
+// hang is an opener that ignores its context until its test releases it,
+// as a badly written adapter would; hangs holds the current test's
+// channels, so that the test can run more than once (-count).
+type hangState struct {
+	release chan struct{}
+	closed  chan struct{}
 	opened  atomic.Int32
-	closed  = make(chan struct{}, 1)
-)
+}
+
+var hangs atomic.Pointer[hangState]
 
 func init() {
 	polybus.Register("cfgtest-hang", func(ctx context.Context, u *url.URL) (*polybus.Client, error) {
-		<-release
+		h := hangs.Load()
+		<-h.release
 		b, err := memory.New(memory.Options{})
 		if err != nil {
 			return nil, err
 		}
-		opened.Add(1)
-		return b.Client(polybus.ClientOptions{Close: func() error { closed <- struct{}{}; return nil }})
+		h.opened.Add(1)
+		return b.Client(polybus.ClientOptions{Close: func() error { close(h.closed); return nil }})
 	})
 	polybus.Register("cfgtest-slow", func(ctx context.Context, u *url.URL) (*polybus.Client, error) {
 		<-ctx.Done()
@@ -235,18 +239,20 @@ func TestOpenTimeout(t *testing.T) {
 }
 
 func TestOpenGivesUpOnAnOpenerThatHangs(t *testing.T) {
+	h := &hangState{release: make(chan struct{}), closed: make(chan struct{})}
+	hangs.Store(h)
 	_, err := config.Open(context.Background(), config.Config{URL: "cfgtest-hang://", ConnectTimeout: 20 * time.Millisecond})
 	if !errors.Is(err, message.ErrUnavailable) {
 		t.Fatalf("err = %v, want Unavailable", err)
 	}
 	// The opener finishes later: its client must be closed, not leaked.
-	close(release)
+	close(h.release)
 	select {
-	case <-closed:
+	case <-h.closed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the late client was not closed")
 	}
-	if opened.Load() != 1 {
-		t.Errorf("opened %d late clients, want 1", opened.Load())
+	if n := h.opened.Load(); n != 1 {
+		t.Errorf("opened %d late clients, want 1", n)
 	}
 }
