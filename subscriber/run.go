@@ -13,8 +13,8 @@ import (
 // and one acker goroutine.
 //
 // Invariants:
-//   - slots holds one token per message received and not yet settled
-//     (acked or nacked by the broker); its capacity is Config.Prefetch.
+//   - slots has one slot taken per message received and not yet settled
+//     (acked or nacked by the broker); Config.Prefetch slots in all.
 //   - workers holds one token per running handler goroutine; capacity
 //     Config.Concurrency. A goroutine that handles a chain of messages of
 //     one key keeps its token for the whole chain.
@@ -30,7 +30,7 @@ type run struct {
 	// info is what handlers learn of this call through InfoFrom.
 	info *Info
 
-	slots   chan struct{}
+	slots   *slots
 	workers chan struct{}
 	acks    chan settle
 
@@ -63,7 +63,7 @@ func newRun(s *Subscriber, sub Subscription, topic string, h Handler, cfg Config
 	}
 	r := &run{
 		s: s, sub: sub, topic: topic, h: h, cfg: cfg, info: info,
-		slots:      make(chan struct{}, cfg.Prefetch),
+		slots:      newSlots(cfg.Prefetch),
 		workers:    make(chan struct{}, cfg.Concurrency),
 		acks:       make(chan settle, cfg.Prefetch),
 		handlerCtx: context.WithValue(hctx, infoKey{}, info), cancelHandler: cancel,
@@ -82,25 +82,12 @@ func (r *run) loop(stop context.Context) error {
 receive:
 	for {
 		// Wait for room for at least one message, then take what is free.
-		select {
-		case r.slots <- struct{}{}:
-		case <-stop.Done():
+		n, ok := r.slots.takeAll(stop.Done())
+		if !ok {
 			break receive
 		}
-		n := 1
-	more:
-		for n < r.cfg.Prefetch {
-			select {
-			case r.slots <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
 		recs, err := r.sub.Receive(stop, n)
-		for i := len(recs); i < n; i++ {
-			<-r.slots
-		}
+		r.slots.put(n - len(recs))
 		if err != nil && len(recs) == 0 {
 			if stop.Err() != nil {
 				break receive
@@ -154,7 +141,7 @@ func (r *run) ackFirst(recs []Received) []Received {
 	for i, rec := range recs {
 		if err := <-done[i]; err != nil {
 			r.s.log.Warn("polybus: at-most-once ack failed; message not handled", "topic", r.topic, "id", rec.Msg.ID, "err", err)
-			<-r.slots
+			r.slots.put(1)
 			continue
 		}
 		ok = append(ok, rec)
@@ -235,7 +222,7 @@ func (r *run) handle(rec Received) {
 		if err != nil {
 			r.s.log.Warn("polybus: handler failed (at-most-once: message dropped)", "topic", r.topic, "id", rec.Msg.ID, "err", err)
 		}
-		<-r.slots
+		r.slots.put(1)
 		return
 	}
 	if err == nil {
@@ -394,12 +381,14 @@ func (r *run) flush(batch []settle) {
 			r.s.log.Warn("polybus: nack failed; the broker redelivers after its ack deadline", "topic", r.topic, "group", r.cfg.Group, "count", len(ids), "err", r.s.classify("nack", err))
 		}
 	}
+	freed := 0
 	for _, st := range batch {
 		// At-most-once messages free their slot when their handler ends.
 		if st.done == nil {
-			<-r.slots
+			freed++
 		}
 	}
+	r.slots.put(freed)
 }
 
 type heldNack struct {

@@ -50,7 +50,8 @@
 // Publish never stores a message twice within the window.
 //
 // Headers: Message.ID travels in Nats-Msg-Id, Key in Polybus-Key, Time in
-// Polybus-Time (RFC 3339, nanoseconds, UTC). Each metadata entry is a header
+// Polybus-Time (decimal nanoseconds since the Unix epoch; Time comes back
+// in the local time zone). Each metadata entry is a header
 // of the same name and value when both survive a NATS header unchanged:
 // the key is printable ASCII without the separators "():;<=>?@[\]{}/,
 // and the double quote, does not start with Nats- (in any case; the server

@@ -26,7 +26,8 @@ const (
 	// HeaderIDB64 carries Message.ID, in unpadded base64url, when the ID is
 	// not a plain header value; otherwise the ID is only in Nats-Msg-Id.
 	HeaderIDB64 = HeaderPrefix + "Id-B64"
-	// HeaderTime carries Message.Time in RFC 3339 with nanoseconds, UTC.
+	// HeaderTime carries Message.Time as decimal nanoseconds since the Unix
+	// epoch: cheaper to write and read than RFC 3339, and shorter.
 	HeaderTime = HeaderPrefix + "Time"
 	// HeaderMetaB64 prefixes a metadata entry whose key or value cannot be
 	// a header as it is: the header name is HeaderMetaB64 followed by the
@@ -87,7 +88,7 @@ func encode(subject string, m *message.Message) *natsgo.Msg {
 		}
 	}
 	if !m.Time.IsZero() {
-		h[HeaderTime] = []string{m.Time.UTC().Format(time.RFC3339Nano)}
+		h[HeaderTime] = []string{strconv.FormatInt(m.Time.UnixNano(), 10)}
 	}
 	for k, v := range m.Metadata {
 		if plainKey(k) && plainValue(v) {
@@ -123,8 +124,8 @@ func decode(data []byte, h natsgo.Header, md *jetstream.MsgMetadata) *message.Me
 				continue
 			}
 		case k == HeaderTime:
-			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-				m.Time = t
+			if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
+				m.Time = time.Unix(0, ns)
 				continue
 			}
 		case k == HeaderIDB64:
