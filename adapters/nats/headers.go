@@ -71,30 +71,38 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\
 // encode turns m into the NATS message published on subject. It does not
 // change m.
 func encode(subject string, m *message.Message) *natsgo.Msg {
-	h := make(natsgo.Header, len(m.Metadata)+3)
+	n := len(m.Metadata) + 3
+	h := make(natsgo.Header, n)
+	// One backing array for every header's value slice, instead of one
+	// allocation per header.
+	vals := make([]string, 0, n+1)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if plainValue(m.ID) {
-		h[jetstream.MsgIDHeader] = []string{m.ID}
+		set(jetstream.MsgIDHeader, m.ID)
 	} else {
 		// Still deduplicated by the stream, under its encoded form.
 		enc := b64.EncodeToString([]byte(m.ID))
-		h[jetstream.MsgIDHeader] = []string{enc}
-		h[HeaderIDB64] = []string{enc}
+		set(jetstream.MsgIDHeader, enc)
+		set(HeaderIDB64, enc)
 	}
 	if m.Key != "" {
 		if plainValue(m.Key) {
-			h[HeaderKey] = []string{m.Key}
+			set(HeaderKey, m.Key)
 		} else {
-			h[HeaderKeyB64] = []string{b64.EncodeToString([]byte(m.Key))}
+			set(HeaderKeyB64, b64.EncodeToString([]byte(m.Key)))
 		}
 	}
 	if !m.Time.IsZero() {
-		h[HeaderTime] = []string{strconv.FormatInt(m.Time.UnixNano(), 10)}
+		set(HeaderTime, strconv.FormatInt(m.Time.UnixNano(), 10))
 	}
 	for k, v := range m.Metadata {
 		if plainKey(k) && plainValue(v) {
-			h[k] = []string{v}
+			set(k, v)
 		} else {
-			h[HeaderMetaB64+b64.EncodeToString([]byte(k))] = []string{b64.EncodeToString([]byte(v))}
+			set(HeaderMetaB64+b64.EncodeToString([]byte(k)), b64.EncodeToString([]byte(v)))
 		}
 	}
 	return &natsgo.Msg{Subject: subject, Header: h, Data: m.Payload}
