@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/polybus/polybus"
+	"github.com/polybus/polybus/adapters/memory"
 	"github.com/polybus/polybus/message"
+	"github.com/polybus/polybus/subscriber"
 )
 
 // TestRunInProcess runs commands through run, as main does, on a named
@@ -197,5 +201,36 @@ func TestRedact(t *testing.T) {
 	}
 	if got := a.redactURL("mem://"); got != "mem://" {
 		t.Errorf("redactURL(mem://) = %q", got)
+	}
+}
+
+// notFoundDriver is a subscriber driver whose topics never exist, as on a
+// broker that can tell (an SQS queue that was never created).
+type notFoundDriver struct{ subscriber.Driver }
+
+func (notFoundDriver) Open(_ context.Context, topic string, _ subscriber.OpenConfig) (subscriber.Subscription, error) {
+	return nil, message.Errorf(message.NotFound, "test: subscribe", "topic %q does not exist", topic)
+}
+
+func init() {
+	polybus.Register("unittest-notfound", func(ctx context.Context, u *url.URL) (*polybus.Client, error) {
+		b, err := memory.New(memory.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return polybus.NewClient(b.PublisherDriver(), notFoundDriver{b.SubscriberDriver()}, polybus.ClientOptions{})
+	})
+}
+
+func TestTopicNotFound(t *testing.T) {
+	for _, args := range [][]string{
+		{"sub", "--url", "unittest-notfound://", "--topic", "nope", "--group", "g"},
+		{"dlq", "depth", "--url", "unittest-notfound://", "--topic", "nope.dlq"},
+	} {
+		var out, errw bytes.Buffer
+		code := run(context.Background(), args, strings.NewReader(""), &out, &errw)
+		if code != exitNotFound || !strings.Contains(errw.String(), `topic "nope`) {
+			t.Errorf("%q: exit %d, %s", args, code, errw.String())
+		}
 	}
 }
