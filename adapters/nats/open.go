@@ -302,11 +302,3 @@ func (s *connState) get() (bool, <-chan struct{}) {
 	defer s.mu.Unlock()
 	return s.up, s.changed
 }
-
-// timeoutFor returns how long ctx has left, or def when it has no deadline.
-func timeoutFor(ctx context.Context, def time.Duration) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		return time.Until(dl)
-	}
-	return def
-}

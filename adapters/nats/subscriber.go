@@ -127,7 +127,13 @@ func (s *subscription) halt() {
 	}
 	s.cur = nil
 	close(cur.halt)
-	cur.cc.Drain()
+	if up, _ := s.c.state.get(); up {
+		cur.cc.Drain()
+	} else {
+		// Nothing can be handed back while disconnected: do not wait for
+		// a drain that needs the server.
+		cur.cc.Stop()
+	}
 	t := time.NewTimer(5 * time.Second)
 	select {
 	case <-cur.cc.Closed():
