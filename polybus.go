@@ -119,20 +119,52 @@ func ParseURL(rawURL string) (*url.URL, error) {
 	return u, nil
 }
 
-// Redact returns rawURL with any password replaced by "xxxxx". A string
-// that does not parse as a URL is returned with everything between "://"
-// and "@" hidden.
+// Redact returns rawURL fit to print: a password becomes "xxxxx", so does a
+// user name without a password (NATS and others carry tokens there), and so
+// do the values of query parameters that hold secrets (token, password,
+// secret, access_key, secret_key, session_token, api_key). A URL with none
+// of these is returned as written. A string that does not parse as a URL
+// has everything between "://" and "@" hidden.
 func Redact(rawURL string) string {
 	u, err := url.Parse(rawURL)
-	if err == nil {
-		return u.Redacted()
+	if err != nil {
+		if i := strings.Index(rawURL, "://"); i >= 0 {
+			if j := strings.LastIndex(rawURL, "@"); j > i {
+				return rawURL[:i+3] + "xxxxx" + rawURL[j:]
+			}
+		}
+		return rawURL
 	}
-	if i := strings.Index(rawURL, "://"); i >= 0 {
-		if j := strings.LastIndex(rawURL, "@"); j > i {
-			return rawURL[:i+3] + "xxxxx" + rawURL[j:]
+	changed := false
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		} else {
+			u.User = url.User("xxxxx")
+		}
+		changed = true
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			if secretParams[strings.ToLower(k)] {
+				q[k] = []string{"xxxxx"}
+				changed = true
+			}
+		}
+		if changed {
+			u.RawQuery = q.Encode()
 		}
 	}
-	return rawURL
+	if !changed {
+		return rawURL
+	}
+	return u.String()
+}
+
+var secretParams = map[string]bool{
+	"token": true, "password": true, "passwd": true, "secret": true, "access_key": true,
+	"secret_key": true, "session_token": true, "api_key": true,
 }
 
 // Client is an open broker: a publisher and a subscriber over one

@@ -19,6 +19,9 @@ func TestRedact(t *testing.T) {
 		"amqp://user:s3cret@host:5672/vh": "amqp://user:xxxxx@host:5672/vh",
 		"kafka://h1:9092,h2:9092":         "kafka://h1:9092,h2:9092",
 		"amqp://u:s3cret@[bad":            "amqp://xxxxx@[bad",
+		"nats://s3cret@host:4222":         "nats://xxxxx@host:4222",
+		"nats://h:4222?token=s3cret&x=1":  "nats://h:4222?token=xxxxx&x=1",
+		"mem://":                          "mem://",
 	}
 	for in, want := range cases {
 		if got := polybus.Redact(in); got != want {
