@@ -145,7 +145,7 @@ func (s *subscription) halt() {
 	for {
 		select {
 		case m := <-s.msgs:
-			_ = handBack(m)
+			_ = m.Nak()
 			handedBack = true
 			continue
 		default:
@@ -203,14 +203,14 @@ func (s *subscription) deliver(cur *consuming, m jetstream.Msg) {
 	select {
 	case <-cur.halt:
 		// Halted: hand it back now rather than after the ack wait.
-		_ = handBack(m)
+		_ = m.Nak()
 		return
 	default:
 	}
 	select {
 	case s.msgs <- m:
 	case <-cur.halt:
-		_ = handBack(m)
+		_ = m.Nak()
 	}
 }
 
@@ -353,20 +353,12 @@ func (s *subscription) Ack(ctx context.Context, ids []any) error {
 // Nack asks for redelivery, after delay when it is positive, then waits
 // for the server to have the naks (a flush).
 func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration) error {
-	return s.settle(ctx, ids, "nats: nack", func(m jetstream.Msg) error {
-		return m.NakWithDelay(max(delay, handBackDelay))
-	})
+	nak := jetstream.Msg.Nak
+	if delay > 0 {
+		nak = func(m jetstream.Msg) error { return m.NakWithDelay(delay) }
+	}
+	return s.settle(ctx, ids, "nats: nack", nak)
 }
-
-// handBackDelay is the least delay of every nak. A plain Nak only queues
-// the message for redelivery in the server's memory: if the server stops
-// first (an embedded server at process exit), the next one redelivers it
-// only after the ack wait (30s by default). A nak with a delay is recorded
-// in the consumer's persisted pending state, so it survives the restart.
-const handBackDelay = time.Millisecond
-
-// handBack returns a message to the server for prompt redelivery.
-func handBack(m jetstream.Msg) error { return m.NakWithDelay(handBackDelay) }
 
 // settle sends f for every message and flushes the connection.
 func (s *subscription) settle(ctx context.Context, ids []any, op string, f func(jetstream.Msg) error) error {
