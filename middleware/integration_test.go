@@ -11,6 +11,7 @@ import (
 
 	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/adapters/memory"
+	"github.com/polybus/polybus/internal/pbtest"
 	"github.com/polybus/polybus/message"
 	"github.com/polybus/polybus/middleware"
 	"github.com/polybus/polybus/subscriber"
@@ -33,42 +34,6 @@ func openMem(t *testing.T) (*polybus.Client, *memory.Broker) {
 		t.Fatal("memory publisher does not offer *memory.Broker")
 	}
 	return c, b
-}
-
-// consume runs Subscribe in the background; the returned stop cancels it
-// and waits for it to return.
-func consume(t *testing.T, c *polybus.Client, topic string, h subscriber.Handler, opts ...subscriber.Option) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Subscriber().Subscribe(ctx, topic, h, opts...) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Subscribe(%s) returned %v", topic, err)
-				}
-			case <-time.After(wait):
-				t.Errorf("Subscribe(%s) did not return after cancel", topic)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // collector gathers the messages a handler receives.
@@ -138,10 +103,10 @@ func TestMemoryPoisonMessageIsDeadLetteredAfterRedeliveries(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dead collector
-	stopDLQ := consume(t, c, "orders.dlq", dead.handle, subscriber.Group("ops"))
-	stop := consume(t, c, "orders", handler, subscriber.Group("billing"), subscriber.Use(chain))
+	stopDLQ := pbtest.Consume(t, c, "orders.dlq", dead.handle, subscriber.Group("ops"))
+	stop := pbtest.Consume(t, c, "orders", handler, subscriber.Group("billing"), subscriber.Use(chain))
 
-	waitFor(t, "the dead letter and every ack", func() bool {
+	pbtest.WaitFor(t, "the dead letter and every ack", func() bool {
 		return len(dead.got()) == 1 && b.Depth("orders", "billing") == 0
 	})
 	stop()
@@ -199,9 +164,9 @@ func TestMemoryPanicIsDeadLetteredAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dead collector
-	consume(t, c, "payments.dlq", dead.handle)
-	stop := consume(t, c, "payments", handler, subscriber.Use(chain))
-	waitFor(t, "the dead letter", func() bool { return len(dead.got()) == 1 && b.Depth("payments", subscriber.DefaultGroup) == 0 })
+	pbtest.Consume(t, c, "payments.dlq", dead.handle)
+	stop := pbtest.Consume(t, c, "payments", handler, subscriber.Use(chain))
+	pbtest.WaitFor(t, "the dead letter", func() bool { return len(dead.got()) == 1 && b.Depth("payments", subscriber.DefaultGroup) == 0 })
 	stop()
 	if got := seen.of("crash"); !slices.Equal(got, []int{1}) {
 		t.Fatalf("handler calls at attempts %v, want [1]: a panic is permanent", got)
@@ -250,9 +215,9 @@ func TestMemoryFailedDeadLetterPublishLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dead collector
-	consume(t, c, "orders.dlq", dead.handle)
-	stop := consume(t, c, "orders", handler, subscriber.Use(chain))
-	waitFor(t, "the dead letter", func() bool { return len(dead.got()) == 1 && b.Depth("orders", subscriber.DefaultGroup) == 0 })
+	pbtest.Consume(t, c, "orders.dlq", dead.handle)
+	stop := pbtest.Consume(t, c, "orders", handler, subscriber.Use(chain))
+	pbtest.WaitFor(t, "the dead letter", func() bool { return len(dead.got()) == 1 && b.Depth("orders", subscriber.DefaultGroup) == 0 })
 	stop()
 	// Attempt 2 exhausted the retries but the dead-letter publish failed:
 	// the message was nacked, came back, failed once more and was then
@@ -278,13 +243,13 @@ func TestMemoryCorrelationFlowsThroughHops(t *testing.T) {
 		}
 	}
 	var end collector
-	consume(t, c, "a", forward("b"), subscriber.Use(chain))
-	consume(t, c, "b", forward("c"), subscriber.Use(chain))
-	consume(t, c, "c", end.handle)
+	pbtest.Consume(t, c, "a", forward("b"), subscriber.Use(chain))
+	pbtest.Consume(t, c, "b", forward("c"), subscriber.Use(chain))
+	pbtest.Consume(t, c, "c", end.handle)
 	if err := c.Publisher().Publish(context.Background(), "a", msg("start")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the message at the end of the flow", func() bool { return len(end.got()) == 1 })
+	pbtest.WaitFor(t, "the message at the end of the flow", func() bool { return len(end.got()) == 1 })
 	m := end.got()[0]
 	if m.ID != "start→b→c" || m.Metadata[message.KeyCorrelationID] != "start" || m.Metadata[message.KeyCausationID] != "start→b" {
 		t.Fatalf("end of flow: %s %v, want correlation start, causation start→b", m.ID, m.Metadata)
@@ -327,8 +292,8 @@ func TestMemoryRetryAndDLQLetOrderingDeferMessages(t *testing.T) {
 		handled = append(handled, m.ID)
 		return nil
 	}
-	stop := consume(t, c, "orders", handler, subscriber.Use(chain))
-	waitFor(t, "every message handled and acked", func() bool {
+	stop := pbtest.Consume(t, c, "orders", handler, subscriber.Use(chain))
+	pbtest.WaitFor(t, "every message handled and acked", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(handled) == 3 && b.Depth("orders", subscriber.DefaultGroup) == 0

@@ -15,6 +15,7 @@ import (
 
 	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/adapters/memory"
+	"github.com/polybus/polybus/internal/pbtest"
 	"github.com/polybus/polybus/message"
 	"github.com/polybus/polybus/subscriber"
 )
@@ -31,43 +32,6 @@ func open(t *testing.T) *polybus.Client {
 	}
 	t.Cleanup(func() { c.Close(context.Background()) })
 	return c
-}
-
-// consume runs Subscribe in the background and returns a stop function that
-// cancels it and waits for it to return nil.
-func consume(t *testing.T, c *polybus.Client, topic string, h subscriber.Handler, opts ...subscriber.Option) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Subscriber().Subscribe(ctx, topic, h, opts...) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Subscribe returned %v", err)
-				}
-			case <-time.After(wait):
-				t.Errorf("Subscribe did not return after cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
-// waitFor waits until cond holds, failing the test at the deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func publish(t *testing.T, c *polybus.Client, topic string, msgs ...*message.Message) {
@@ -91,13 +55,13 @@ func TestRoundTripBinaryEmptyAndMetadata(t *testing.T) {
 
 	var mu sync.Mutex
 	got := map[string]*message.Message{}
-	consume(t, c, "rt", func(ctx context.Context, m *message.Message) error {
+	pbtest.Consume(t, c, "rt", func(ctx context.Context, m *message.Message) error {
 		mu.Lock()
 		got[m.ID] = m
 		mu.Unlock()
 		return nil
 	})
-	waitFor(t, "all messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(sent) })
+	pbtest.WaitFor(t, "all messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == len(sent) })
 	mu.Lock()
 	defer mu.Unlock()
 	for _, s := range sent {
@@ -137,7 +101,7 @@ func TestPerKeyOrderUnderConcurrency(t *testing.T) {
 		active[fmt.Sprintf("key-%02d", k)] = new(atomic.Int32)
 	}
 	var overlap, total atomic.Int32
-	consume(t, c, "order", func(ctx context.Context, m *message.Message) error {
+	pbtest.Consume(t, c, "order", func(ctx context.Context, m *message.Message) error {
 		a := active[m.Key]
 		if a.Add(1) != 1 {
 			overlap.Add(1)
@@ -149,7 +113,7 @@ func TestPerKeyOrderUnderConcurrency(t *testing.T) {
 		total.Add(1)
 		return nil
 	}, subscriber.Concurrency(16))
-	waitFor(t, "all messages", func() bool { return total.Load() == keys*perKey })
+	pbtest.WaitFor(t, "all messages", func() bool { return total.Load() == keys*perKey })
 	if n := overlap.Load(); n != 0 {
 		t.Fatalf("%d handler calls overlapped another of the same key", n)
 	}
@@ -202,9 +166,9 @@ func TestCompetingConsumersHandleEachOnce(t *testing.T) {
 		}
 	}
 	for i := range 2 {
-		consume(t, c, "compete", handler(i), subscriber.Group("g"), subscriber.Concurrency(4))
+		pbtest.Consume(t, c, "compete", handler(i), subscriber.Group("g"), subscriber.Concurrency(4))
 	}
-	waitFor(t, "all messages", func() bool { mu.Lock(); defer mu.Unlock(); return by[0]+by[1] == n })
+	pbtest.WaitFor(t, "all messages", func() bool { mu.Lock(); defer mu.Unlock(); return by[0]+by[1] == n })
 	mu.Lock()
 	defer mu.Unlock()
 	for _, m := range msgs {
@@ -229,14 +193,14 @@ func TestFanOutEveryGroupGetsEverything(t *testing.T) {
 	var mu sync.Mutex
 	got := map[string][]string{}
 	for _, g := range []string{"a", "b", "c"} {
-		consume(t, c, "fan", func(ctx context.Context, m *message.Message) error {
+		pbtest.Consume(t, c, "fan", func(ctx context.Context, m *message.Message) error {
 			mu.Lock()
 			got[g] = append(got[g], m.ID)
 			mu.Unlock()
 			return nil
 		}, subscriber.Group(g), subscriber.Concurrency(1))
 	}
-	waitFor(t, "all groups", func() bool {
+	pbtest.WaitFor(t, "all groups", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got["a"]) == n && len(got["b"]) == n && len(got["c"]) == n
@@ -261,7 +225,7 @@ func TestNackRedeliversWithRisingAttempt(t *testing.T) {
 	var mu sync.Mutex
 	attempts := map[string][]int{}
 	var okCount atomic.Int32
-	consume(t, c, "nack", func(ctx context.Context, m *message.Message) error {
+	pbtest.Consume(t, c, "nack", func(ctx context.Context, m *message.Message) error {
 		mu.Lock()
 		attempts[m.ID] = append(attempts[m.ID], m.Attempt())
 		first := len(attempts[m.ID]) == 1
@@ -272,7 +236,7 @@ func TestNackRedeliversWithRisingAttempt(t *testing.T) {
 		okCount.Add(1)
 		return nil
 	})
-	waitFor(t, "redeliveries", func() bool { return okCount.Load() == n })
+	pbtest.WaitFor(t, "redeliveries", func() bool { return okCount.Load() == n })
 	mu.Lock()
 	defer mu.Unlock()
 	if len(attempts) != n {
@@ -292,7 +256,7 @@ func TestNackWithDelayIsNotRedeliveredEarly(t *testing.T) {
 	var mu sync.Mutex
 	times := map[string][]time.Time{}
 	var done atomic.Int32
-	consume(t, c, "delay", func(ctx context.Context, m *message.Message) error {
+	pbtest.Consume(t, c, "delay", func(ctx context.Context, m *message.Message) error {
 		mu.Lock()
 		times[m.ID] = append(times[m.ID], time.Now())
 		n := len(times[m.ID])
@@ -303,7 +267,7 @@ func TestNackWithDelayIsNotRedeliveredEarly(t *testing.T) {
 		done.Add(1)
 		return nil
 	})
-	waitFor(t, "redeliveries", func() bool { return done.Load() == 2 })
+	pbtest.WaitFor(t, "redeliveries", func() bool { return done.Load() == 2 })
 	mu.Lock()
 	defer mu.Unlock()
 	for id, ts := range times {
@@ -345,7 +309,7 @@ func TestCloseDrainsInFlightHandlers(t *testing.T) {
 			return nil
 		}, subscriber.Group("g"), subscriber.Concurrency(4))
 	}()
-	waitFor(t, "four handlers in flight", func() bool { return started.Load() == 4 })
+	pbtest.WaitFor(t, "four handlers in flight", func() bool { return started.Load() == 4 })
 	closed := make(chan error, 1)
 	go func() { closed <- c.Close(ctx) }()
 	select {
@@ -376,13 +340,13 @@ func TestCloseDrainsInFlightHandlers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close(ctx)
-	consume(t, c2, "drain", func(ctx context.Context, m *message.Message) error {
+	pbtest.Consume(t, c2, "drain", func(ctx context.Context, m *message.Message) error {
 		mu.Lock()
 		handled[m.ID]++
 		mu.Unlock()
 		return nil
 	}, subscriber.Group("g"))
-	waitFor(t, "the rest", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == n })
+	pbtest.WaitFor(t, "the rest", func() bool { mu.Lock(); defer mu.Unlock(); return len(handled) == n })
 	mu.Lock()
 	defer mu.Unlock()
 	for _, id := range ids {
@@ -406,7 +370,7 @@ func TestAtMostOnceAcksBeforeHandling(t *testing.T) {
 	inHandler := make(chan struct{})
 	release := make(chan struct{})
 	var calls atomic.Int32
-	stop := consume(t, c, "amo", func(ctx context.Context, m *message.Message) error {
+	stop := pbtest.Consume(t, c, "amo", func(ctx context.Context, m *message.Message) error {
 		if calls.Add(1) == 1 {
 			close(inHandler)
 			<-release
@@ -420,7 +384,7 @@ func TestAtMostOnceAcksBeforeHandling(t *testing.T) {
 	close(release)
 	// A marker proves the subscriber moved on without redelivering.
 	publish(t, c, "amo", message.New([]byte("marker")))
-	waitFor(t, "marker", func() bool { return calls.Load() == 2 })
+	pbtest.WaitFor(t, "marker", func() bool { return calls.Load() == 2 })
 	stop()
 	if n := calls.Load(); n != 2 {
 		t.Fatalf("%d handler calls, want 2 (no redelivery)", n)
@@ -431,13 +395,13 @@ func TestHandlerPanicNacksAndSubscriberGoesOn(t *testing.T) {
 	c := open(t)
 	publish(t, c, "panic", message.New([]byte("boom")))
 	var calls atomic.Int32
-	consume(t, c, "panic", func(ctx context.Context, m *message.Message) error {
+	pbtest.Consume(t, c, "panic", func(ctx context.Context, m *message.Message) error {
 		if calls.Add(1) == 1 {
 			panic("poison")
 		}
 		return nil
 	}, subscriber.WithConfig(subscriber.Config{}))
-	waitFor(t, "redelivery after panic", func() bool { return calls.Load() == 2 })
+	pbtest.WaitFor(t, "redelivery after panic", func() bool { return calls.Load() == 2 })
 }
 
 func TestBoundedRetention(t *testing.T) {

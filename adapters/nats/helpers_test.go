@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/polybus/polybus"
+	"github.com/polybus/polybus/internal/pbtest"
 	"github.com/polybus/polybus/message"
 	"github.com/polybus/polybus/subscriber"
 )
@@ -15,25 +16,7 @@ import (
 // called (or the test ends), and then checks that it returned nil.
 func subscribe(t testing.TB, c *polybus.Client, topic string, h subscriber.Handler, opts ...subscriber.Option) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Subscriber().Subscribe(ctx, topic, h, opts...) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("subscribe %s: %v", topic, err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("subscribe %s did not return 30s after its context ended", topic)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return pbtest.Consume(t, c, topic, h, opts...)
 }
 
 // sink records handled messages.
