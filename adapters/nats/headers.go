@@ -68,44 +68,89 @@ func plainValue(v string) bool {
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
-// encode turns m into the NATS message published on subject. It does not
-// change m.
-func encode(subject string, m *message.Message) *natsgo.Msg {
-	n := len(m.Metadata) + 3
-	h := make(natsgo.Header, n)
-	// One backing array for every header's value slice, instead of one
-	// allocation per header.
-	vals := make([]string, 0, n+1)
-	set := func(k, v string) {
-		vals = append(vals, v)
-		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+// envelope writes messages' headers for one batch into one header map that
+// it reuses, message after message: building a map per message cost more
+// than anything else polybus adds to a publish. The reuse is safe because
+// nats.go serialises a message's headers before PublishMsgAsync returns and
+// reads the message again only to retry it (turned off: see noRetry) or to
+// hand it to an async error or ack callback (none is set: see open.go).
+// An envelope is not safe for concurrent use.
+type envelope struct {
+	h natsgo.Header
+	// vals backs every header's one-element value slice, so that setting a
+	// header allocates nothing once vals has grown.
+	vals []string
+	// times holds the batch's HeaderTime values, in message order; see
+	// newEnvelope.
+	times []string
+}
+
+// newEnvelope returns an envelope for msgs. It formats every message's
+// Time up front into one string, instead of one allocation per message.
+func newEnvelope(msgs []*message.Message) *envelope {
+	most := 0
+	for _, m := range msgs {
+		most = max(most, len(m.Metadata))
 	}
+	e := &envelope{
+		h:     make(natsgo.Header, most+3),
+		vals:  make([]string, 0, most+4),
+		times: make([]string, len(msgs)),
+	}
+	buf := make([]byte, 0, 20*len(msgs))
+	ends := make([]int, len(msgs))
+	for i, m := range msgs {
+		if !m.Time.IsZero() {
+			buf = strconv.AppendInt(buf, m.Time.UnixNano(), 10)
+		}
+		ends[i] = len(buf)
+	}
+	all := string(buf)
+	start := 0
+	for i, end := range ends {
+		e.times[i] = all[start:end]
+		start = end
+	}
+	return e
+}
+
+// header returns the headers of msgs[i], the message that newEnvelope got
+// at index i. The map is valid until the next call: it does not change m.
+func (e *envelope) header(i int, m *message.Message) natsgo.Header {
+	clear(e.h)
+	e.vals = e.vals[:0]
 	if plainValue(m.ID) {
-		set(jetstream.MsgIDHeader, m.ID)
+		e.set(jetstream.MsgIDHeader, m.ID)
 	} else {
 		// Still deduplicated by the stream, under its encoded form.
 		enc := b64.EncodeToString([]byte(m.ID))
-		set(jetstream.MsgIDHeader, enc)
-		set(HeaderIDB64, enc)
+		e.set(jetstream.MsgIDHeader, enc)
+		e.set(HeaderIDB64, enc)
 	}
 	if m.Key != "" {
 		if plainValue(m.Key) {
-			set(HeaderKey, m.Key)
+			e.set(HeaderKey, m.Key)
 		} else {
-			set(HeaderKeyB64, b64.EncodeToString([]byte(m.Key)))
+			e.set(HeaderKeyB64, b64.EncodeToString([]byte(m.Key)))
 		}
 	}
-	if !m.Time.IsZero() {
-		set(HeaderTime, strconv.FormatInt(m.Time.UnixNano(), 10))
+	if t := e.times[i]; t != "" {
+		e.set(HeaderTime, t)
 	}
 	for k, v := range m.Metadata {
 		if plainKey(k) && plainValue(v) {
-			set(k, v)
+			e.set(k, v)
 		} else {
-			set(HeaderMetaB64+b64.EncodeToString([]byte(k)), b64.EncodeToString([]byte(v)))
+			e.set(HeaderMetaB64+b64.EncodeToString([]byte(k)), b64.EncodeToString([]byte(v)))
 		}
 	}
-	return &natsgo.Msg{Subject: subject, Header: h, Data: m.Payload}
+	return e.h
+}
+
+func (e *envelope) set(k, v string) {
+	e.vals = append(e.vals, v)
+	n := len(e.vals)
+	e.h[k] = e.vals[n-1 : n : n]
 }
 
 // decode rebuilds the message of a received NATS message. Headers that no

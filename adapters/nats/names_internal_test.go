@@ -56,8 +56,12 @@ func TestHeaderRoundTrip(t *testing.T) {
 			"polybus-seq": "7", "v": " lead", "w": "trail\t", "é": "é", "e": "", "nul": "\x00",
 		}},
 	}
-	for _, m := range msgs {
-		nm := encode("t", m)
+	// One envelope for the batch: a message's headers must not leak into
+	// the next one's, whichever comes first.
+	msgs = append(msgs, msgs[0], &message.Message{ID: "bare"})
+	env := newEnvelope(msgs)
+	for i, m := range msgs {
+		nm := &natsgo.Msg{Subject: "t", Header: env.header(i, m), Data: m.Payload}
 		// The wire: what nats.go writes is what it reads back.
 		raw := wireHeader(t, nm)
 		got := decode(nm.Data, raw, nil)
