@@ -144,6 +144,8 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 		// times batches in flight, per topic); a stall here would only
 		// turn a slow server into errors.
 		jetstream.WithPublishAsyncMaxPending(1<<16),
+		// No async ack or error handler: the publisher reuses a message
+		// value across a batch (see envelope), which a handler would see.
 	)
 	if err != nil {
 		return fail(message.Wrap(message.Unknown, op, err))
