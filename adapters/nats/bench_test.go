@@ -25,10 +25,10 @@ import (
 // window), async publishes awaited in batches of benchBatch, a durable pull
 // consumer with MaxAckPending and a Consume pull size of benchPrefetch, and
 // an ack per message. The polybus side carries its envelope (Nats-Msg-Id
-// and Polybus-Time headers); the raw side sets Nats-Msg-Id only. Polybus
-// also arms nats.go's per-message PubAck timeout (publish_timeout, a timer
-// per message), which the raw side does not: about 7% of raw's publish
-// throughput on a 2-core machine. Latency is
+// and Polybus-Time headers); the raw side sets Nats-Msg-Id only. Both arm
+// nats.go's per-message PubAck timeout (the adapter's publish_timeout
+// default, 30s), which costs raw about 7% of its publish throughput on a
+// 2-core machine when left out. Latency is
 // from building a message to its handler, percentiles exact from the sorted
 // sample. Run (the machine is noisy: compare polybus and raw run after run):
 //
@@ -62,7 +62,9 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<16))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<16),
+		// The adapter's default PubAck timeout: the same settings on both sides.
+		jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		b.Fatal(err)
 	}
