@@ -134,6 +134,15 @@ func (a *app) resolve() (config.Config, error) {
 	return cfg, nil
 }
 
+// connect resolves this run's configuration and opens its broker.
+func (a *app) connect(ctx context.Context) (*polybus.Client, error) {
+	cfg, err := a.resolve()
+	if err != nil {
+		return nil, err
+	}
+	return a.open(ctx, cfg)
+}
+
 // open opens the broker of cfg within its connect timeout. Its errors
 // name the (redacted) URL and where it came from, since the adapter's may
 // name only a host, or nothing.

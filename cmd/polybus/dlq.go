@@ -102,11 +102,7 @@ func (a *app) withDLQ(ctx context.Context, f *dlqFlags, decide func(context.Cont
 	if err := f.check(); err != nil {
 		return err
 	}
-	cfg, err := a.resolve()
-	if err != nil {
-		return err
-	}
-	c, err := a.open(ctx, cfg)
+	c, err := a.connect(ctx)
 	if err != nil {
 		return err
 	}

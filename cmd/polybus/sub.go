@@ -94,11 +94,7 @@ func (a *app) sub(ctx context.Context, f subFlags) error {
 	default:
 		return usagef("--from %q: want earliest or latest", f.from)
 	}
-	cfg, err := a.resolve()
-	if err != nil {
-		return err
-	}
-	c, err := a.open(ctx, cfg)
+	c, err := a.connect(ctx)
 	if err != nil {
 		return err
 	}
