@@ -27,20 +27,6 @@ type CorrelationInfo struct {
 
 type correlationKey struct{}
 
-// correlationCtx carries a CorrelationInfo: context.WithValue in one
-// allocation instead of two (boxing the struct would be the second).
-type correlationCtx struct {
-	context.Context
-	info CorrelationInfo
-}
-
-func (c *correlationCtx) Value(key any) any {
-	if key == (correlationKey{}) {
-		return &c.info
-	}
-	return c.Context.Value(key)
-}
-
 // Correlation returns middleware that puts the consumed message's
 // CorrelationInfo in the handler's context, where CorrelationFromContext
 // finds it and Propagate (or a Propagating publisher) stamps it on the
@@ -69,7 +55,7 @@ func Correlation(CorrelationConfig) (subscriber.Middleware, error) {
 // each consumed message; call it yourself to start a flow outside a
 // handler, such as in an HTTP request that publishes.
 func ContextWithCorrelation(ctx context.Context, info CorrelationInfo) context.Context {
-	return &correlationCtx{Context: ctx, info: info}
+	return &valueCtx[correlationKey, CorrelationInfo]{Context: ctx, val: info}
 }
 
 // CorrelationFromContext returns the CorrelationInfo that Correlation (or

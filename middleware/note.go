@@ -33,18 +33,20 @@ type note struct {
 
 type noteKey struct{}
 
-// noteCtx carries a note. It does what context.WithValue does, in one
-// allocation instead of two (the context and the note). The context
-// package still finds the cancelable parent through Value, so deriving
-// contexts from it (Timeout's WithTimeout) starts no goroutine.
-type noteCtx struct {
+// valueCtx does what context.WithValue does, in one allocation instead of
+// two: the value lives inside the context, and Value returns a pointer to
+// it for a key of type K (an empty struct type, so the type alone is the
+// key). The context package still finds the cancelable parent through
+// Value, so deriving contexts from it (Timeout's WithTimeout) starts no
+// goroutine. Notes and CorrelationInfo travel this way.
+type valueCtx[K comparable, V any] struct {
 	context.Context
-	n note
+	val V
 }
 
-func (c *noteCtx) Value(key any) any {
-	if key == (noteKey{}) {
-		return &c.n
+func (c *valueCtx[K, V]) Value(key any) any {
+	if _, ok := key.(K); ok {
+		return &c.val
 	}
 	return c.Context.Value(key)
 }
@@ -55,8 +57,8 @@ func withNote(ctx context.Context) (context.Context, *note) {
 	if n := noteFrom(ctx); n != nil {
 		return ctx, n
 	}
-	c := &noteCtx{Context: ctx}
-	return c, &c.n
+	c := &valueCtx[noteKey, note]{Context: ctx}
+	return c, &c.val
 }
 
 // noteFrom returns ctx's note, or nil.
