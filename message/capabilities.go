@@ -12,6 +12,18 @@ type Capabilities struct {
 	// OrderPerKey: messages of one key are delivered in publish order to a
 	// group, as long as none is nacked.
 	OrderPerKey bool
+	// OrderPerKeyScaleOut: per-key order holds across every subscriber of
+	// a group, not only within one: a key's messages go to one subscriber
+	// at a time (it owns the key's partition), and when membership changes
+	// a later message of a key is never handled before an earlier one was
+	// handled at least once. Membership changes may redeliver, never
+	// reorder.
+	OrderPerKeyScaleOut bool
+	// Rebalance bounds how long a group takes, after a subscriber joins or
+	// leaves (or its process dies), to reach a balanced assignment of its
+	// partitions among the live subscribers. Declared with
+	// OrderPerKeyScaleOut; 0 is no declared bound.
+	Rebalance time.Duration
 	// ConsumerGroups: subscribers sharing a group compete; each message is
 	// handled by one of them.
 	ConsumerGroups bool
