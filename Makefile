@@ -26,7 +26,7 @@ brokers-status: ## one line per broker: healthy/down, pid, URL, version
 	$(BROKERS) status
 
 test: brokers ## brokers up, then go test -race ./... with their URLs
-	. $(ENV_FILE) && $(GOTEST) ./...
+	. $(ENV_FILE) && POLYBUS_PYTHON=$$(scripts/pyenv) $(GOTEST) ./...
 
 smoke: brokers ## one message through each broker with its raw Go client
 	. $(ENV_FILE) && $(GOTEST) -v -run 'TestSmoke' ./internal/brokertest/
