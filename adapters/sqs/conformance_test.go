@@ -1,0 +1,55 @@
+package sqs_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/polybus/polybus"
+	"github.com/polybus/polybus/conformance"
+)
+
+// The suite runs against the ElasticMQ of scripts/brokers, with a
+// visibility timeout of 10s (a message whose receive a closing subscriber
+// cut short comes back within the test's deadline) and a group refresh of
+// 200ms (publishers see a new group's queue quickly).
+const conformanceQuery = "visibility_timeout=10s&group_refresh=200ms"
+
+// TestConformance runs the suite on standard queues. Its BrokerRestart test
+// restarts the shared ElasticMQ with `scripts/brokers restart sqs` only
+// when POLYBUS_SQS_RESTART=1: a restart would upset other packages' tests
+// running against it at the same time.
+func TestConformance(t *testing.T) {
+	conformance.Run(t, harness(t, sqsURL(t, conformanceQuery)))
+}
+
+// TestConformanceFIFO runs the suite on FIFO queues (fifo=true): per-key
+// order, across subscribers too, is declared and tested.
+func TestConformanceFIFO(t *testing.T) {
+	conformance.Run(t, harness(t, sqsURL(t, conformanceQuery+"&fifo=true")))
+}
+
+func harness(t *testing.T, rawURL string) conformance.Harness {
+	h := conformance.URLHarness(rawURL)
+	if os.Getenv("POLYBUS_SQS_RESTART") != "1" || brokersScript() == "" {
+		return h
+	}
+	return &restartHarness{Harness: h}
+}
+
+// restartHarness adds a Restarter that restarts ElasticMQ.
+type restartHarness struct {
+	conformance.Harness
+	mu sync.Mutex
+}
+
+func (h *restartHarness) Open(ctx context.Context) (*polybus.Client, error) {
+	return h.Harness.Open(ctx)
+}
+
+func (h *restartHarness) Restart(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return restartSQS(ctx)
+}

@@ -1,0 +1,2 @@
+// Package sqs is polybus's Amazon SQS adapter (placeholder doc, expanded below).
+package sqs

@@ -1,0 +1,254 @@
+package sqs
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/polybus/polybus/message"
+	"github.com/polybus/polybus/subscriber"
+)
+
+// Queue tags that name a queue's topic and group, for people and for the
+// native dead-letter queue's metadata. Values that AWS does not take as a
+// tag value are stored under the -b64 names in base64url instead.
+const (
+	TagTopic = "polybus-topic"
+	TagGroup = "polybus-group"
+)
+
+// registry is a client's view of which groups (queues) each topic has:
+// the publisher's fan-out list, refreshed from ListQueues under the
+// topic's name prefix when it is older than Config.GroupRefresh.
+type registry struct {
+	c *core
+
+	mu     sync.Mutex
+	topics map[string]*topicQueues
+}
+
+// topicQueues is one topic's list of queue URLs.
+type topicQueues struct {
+	// refresh is held while the list is being refreshed, so that
+	// concurrent publishers make one ListQueues call between them.
+	refresh sync.Mutex
+
+	mu   sync.Mutex
+	urls []string // never modified in place: replaced
+	at   time.Time
+}
+
+func newRegistry(c *core) *registry {
+	return &registry{c: c, topics: map[string]*topicQueues{}}
+}
+
+func (r *registry) entry(topic string) *topicQueues {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.topics[topic]
+	if e == nil {
+		e = &topicQueues{}
+		r.topics[topic] = e
+	}
+	return e
+}
+
+func (e *topicQueues) get(ttl time.Duration) ([]string, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.urls, !e.at.IsZero() && time.Since(e.at) < ttl
+}
+
+// queues returns the URLs of topic's group queues, listing them again when
+// the list is older than Config.GroupRefresh. A topic with no group gets
+// its default group's queue (Config.NoGroup "default") or fails with
+// NotFound ("fail").
+func (r *registry) queues(ctx context.Context, topic string) ([]string, error) {
+	const op = "sqs: publish"
+	e := r.entry(topic)
+	ttl := r.c.cfg.GroupRefresh
+	if urls, fresh := e.get(ttl); fresh {
+		return urls, nil
+	}
+	e.refresh.Lock()
+	defer e.refresh.Unlock()
+	if urls, fresh := e.get(ttl); fresh {
+		return urls, nil // refreshed by another caller meanwhile
+	}
+	urls, err := r.list(ctx, topic)
+	if err != nil {
+		return nil, coded(op, err)
+	}
+	if len(urls) == 0 {
+		if r.c.cfg.NoGroup == NoGroupFail {
+			return nil, message.Errorf(message.NotFound, op,
+				"topic %q has no consumer group on %s yet: SQS keeps messages only in group queues, so subscribe a group first (or use no_group=default)", topic, r.c.where())
+		}
+		url, err := r.c.ensureQueue(ctx, topic, subscriber.DefaultGroup, r.c.cfg.VisibilityTimeout)
+		if err != nil {
+			return nil, err
+		}
+		urls = []string{url}
+	}
+	e.mu.Lock()
+	e.urls, e.at = urls, time.Now()
+	e.mu.Unlock()
+	return urls, nil
+}
+
+// list lists the queues of topic: those under its name prefix, of this
+// client's kind (FIFO or standard).
+func (r *registry) list(ctx context.Context, topic string) ([]string, error) {
+	prefix := r.c.names.topicPrefix(topic)
+	var urls []string
+	pages := sqs.NewListQueuesPaginator(r.c.api, &sqs.ListQueuesInput{QueueNamePrefix: aws.String(prefix), MaxResults: aws.Int32(1000)})
+	for pages.HasMorePages() {
+		out, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range out.QueueUrls {
+			if r.c.names.ours(queueNameOf(u)) {
+				urls = append(urls, u)
+			}
+		}
+	}
+	slices.Sort(urls)
+	return urls, nil
+}
+
+// add puts url into topic's list at once, when a subscriber of this client
+// opens a group: its own publisher need not wait for the next refresh.
+func (r *registry) add(topic, url string) {
+	e := r.entry(topic)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.at.IsZero() || slices.Contains(e.urls, url) {
+		return
+	}
+	urls := append(slices.Clip(e.urls), url)
+	slices.Sort(urls)
+	e.urls = urls
+}
+
+// forget makes the next publish to topic list its queues again.
+func (r *registry) forget(topic string) {
+	e := r.entry(topic)
+	e.mu.Lock()
+	e.at = time.Time{}
+	e.mu.Unlock()
+}
+
+// tagValue reports whether AWS takes s as a tag value: up to 256 Unicode
+// letters, digits, spaces and _ . : / = + - @.
+func tagValue(s string) bool {
+	if len(s) > 256 {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !unicode.IsSpace(r) && !strings.ContainsRune("_.:/=+-@", r) {
+			return false
+		}
+	}
+	return true
+}
+
+func setTag(tags map[string]string, name, v string) {
+	if tagValue(v) {
+		tags[name] = v
+		return
+	}
+	if enc := base64.RawURLEncoding.EncodeToString([]byte(v)); len(enc) <= 256 {
+		tags[name+"-b64"] = enc
+	}
+}
+
+// ensureQueue returns the URL of group's queue on topic, creating it when
+// it does not exist. A new queue gets the client's attributes (FIFO,
+// visibility timeout vt, retention, redrive policy) and the topic and group
+// tags; an existing one keeps its attributes, except that the redrive
+// policy is set when Config.MaxReceives asks for one.
+func (c *core) ensureQueue(ctx context.Context, topic, group string, vt time.Duration) (string, error) {
+	const op = "sqs: create queue"
+	name := c.names.queueName(topic, group)
+	var redrive string
+	if c.cfg.MaxReceives > 0 && group != DLQGroup {
+		arn, err := c.dlqArn(ctx, topic)
+		if err != nil {
+			return "", err
+		}
+		js, _ := json.Marshal(map[string]string{"deadLetterTargetArn": arn, "maxReceiveCount": strconv.Itoa(c.cfg.MaxReceives)})
+		redrive = string(js)
+	}
+	got, err := c.api.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)})
+	if err == nil {
+		url := aws.ToString(got.QueueUrl)
+		if redrive != "" {
+			if _, err := c.api.SetQueueAttributes(ctx, &sqs.SetQueueAttributesInput{
+				QueueUrl: got.QueueUrl, Attributes: map[string]string{string(types.QueueAttributeNameRedrivePolicy): redrive},
+			}); err != nil {
+				return "", coded(op, err)
+			}
+		}
+		return url, nil
+	}
+	if !isNotFound(err) {
+		return "", coded(op, err)
+	}
+	attrs := map[string]string{
+		string(types.QueueAttributeNameVisibilityTimeout):  strconv.Itoa(int(vt / time.Second)),
+		string(types.QueueAttributeNameMaximumMessageSize): strconv.Itoa(sqsMessageLimit),
+	}
+	if c.cfg.FIFO {
+		attrs[string(types.QueueAttributeNameFifoQueue)] = "true"
+		attrs[string(types.QueueAttributeNameContentBasedDeduplication)] = "false"
+	}
+	if c.cfg.Retention > 0 {
+		attrs[string(types.QueueAttributeNameMessageRetentionPeriod)] = strconv.Itoa(int(c.cfg.Retention / time.Second))
+	}
+	if redrive != "" {
+		attrs[string(types.QueueAttributeNameRedrivePolicy)] = redrive
+	}
+	tags := map[string]string{}
+	setTag(tags, TagTopic, topic)
+	setTag(tags, TagGroup, group)
+	out, err := c.api.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs, Tags: tags})
+	if err != nil {
+		// Created meanwhile by another subscriber, with other attributes.
+		if got, gerr := c.api.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)}); gerr == nil {
+			return aws.ToString(got.QueueUrl), nil
+		}
+		return "", coded(op, err)
+	}
+	return aws.ToString(out.QueueUrl), nil
+}
+
+// dlqArn returns the ARN of topic's native dead-letter queue, creating it.
+func (c *core) dlqArn(ctx context.Context, topic string) (string, error) {
+	const op = "sqs: create queue"
+	url, err := c.ensureQueue(ctx, DLQTopic(topic), DLQGroup, c.cfg.VisibilityTimeout)
+	if err != nil {
+		return "", err
+	}
+	out, err := c.api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(url), AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
+	})
+	if err != nil {
+		return "", coded(op, err)
+	}
+	arn := out.Attributes[string(types.QueueAttributeNameQueueArn)]
+	if arn == "" {
+		return "", message.Errorf(message.Unimplemented, op, "%s gave no QueueArn for %s", c.where(), url)
+	}
+	return arn, nil
+}

@@ -1,0 +1,95 @@
+package sqs_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/polybus/polybus"
+	"github.com/polybus/polybus/internal/brokertest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+var nameSeq atomic.Int64
+
+// unique returns a fresh topic or group name for one test: unique across
+// runs too, as ElasticMQ keeps queues across restarts.
+func unique(kind string) string {
+	return fmt.Sprintf("%s-%d-%d-%d", kind, os.Getpid(), time.Now().UnixNano()%1e9, nameSeq.Add(1))
+}
+
+// sqsURL returns the ElasticMQ URL of scripts/brokers with extra query
+// parameters, or skips the test (fails it under CI=true).
+func sqsURL(t testing.TB, query string) string {
+	t.Helper()
+	return withQuery(brokertest.URL(t, "sqs"), query)
+}
+
+// withQuery adds query parameters to rawURL.
+func withQuery(rawURL, query string) string {
+	if query == "" {
+		return rawURL
+	}
+	if u, err := url.Parse(rawURL); err == nil && u.RawQuery != "" || strings.Contains(rawURL, "?") {
+		return rawURL + "&" + query
+	}
+	return rawURL + "?" + query
+}
+
+// open opens rawURL and closes the client when the test ends.
+func open(t testing.TB, rawURL string) *polybus.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := polybus.Open(ctx, rawURL)
+	if err != nil {
+		t.Fatalf("open %s: %v", polybus.Redact(rawURL), err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := c.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return c
+}
+
+// brokersScript returns the path of scripts/brokers, or "".
+func brokersScript() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return ""
+	}
+	p := filepath.Join(filepath.Dir(file), "..", "..", "scripts", "brokers")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// restartSQS restarts the ElasticMQ of scripts/brokers.
+func restartSQS(ctx context.Context) error {
+	script := brokersScript()
+	if script == "" {
+		return fmt.Errorf("scripts/brokers not found")
+	}
+	out, err := exec.CommandContext(ctx, script, "restart", "sqs").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("scripts/brokers restart sqs: %v\n%s", err, out)
+	}
+	return nil
+}
