@@ -1,0 +1,208 @@
+package nats
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Membership of partitioned groups: every subscription of a group keeps a
+// key in the KV bucket MembersBucket, MemberPrefix(stream, group) + its
+// member ID, alive by writing it every memberBeat. A member whose key has
+// not been written for memberTTL (by the server's clock: the times compared
+// are the entries' server timestamps) is dead; a closing member deletes its
+// key. Every member watches the group's keys and assigns the partitions from
+// the sorted list of live members: partition p goes to member p mod M.
+const (
+	// MembersBucket is the JetStream KV bucket of the groups' members.
+	MembersBucket = "polybus_members"
+	memberBeat    = time.Second
+	memberTTL     = 5 * time.Second
+	// pinnedTTL is the partition consumers' PinnedTTL: the server moves
+	// a partition whose pinned client has sent no pull request for it
+	// that long. Pull requests expire after pullExpiry, so a live owner
+	// pulls again well within it.
+	pinnedTTL  = 5 * time.Second
+	pullExpiry = 2500 * time.Millisecond
+	// rebalanceBound is Capabilities.Rebalance: after a member dies, its
+	// key expires (memberTTL) while the pin of its partitions expires
+	// (pinnedTTL); the survivors then take them over (a few round trips
+	// and acquireWait).
+	rebalanceBound = 10 * time.Second
+)
+
+// membersBucket returns the members' KV bucket, creating it on first use.
+func (c *core) membersBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	c.kvMu.Lock()
+	defer c.kvMu.Unlock()
+	if c.kv != nil {
+		return c.kv, nil
+	}
+	kv, err := c.js.KeyValue(ctx, MembersBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      MembersBucket,
+			Description: "polybus: live subscribers of partitioned consumer groups",
+			History:     1,
+			// Keys of dead members go away by themselves; liveness is
+			// judged by memberTTL, not by this.
+			TTL:      time.Minute,
+			Storage:  jetstream.MemoryStorage,
+			Replicas: c.cfg.Replicas,
+		})
+	}
+	if err != nil {
+		return nil, coded("nats: members", err)
+	}
+	c.kv = kv
+	return kv, nil
+}
+
+// membership is one subscription's membership of its group.
+type membership struct {
+	kv     jetstream.KeyValue
+	prefix string
+	id     string
+	// out receives the sorted live members after every change; only the
+	// latest matters, so a new list replaces one not yet read.
+	out  chan []string
+	stop chan struct{}
+	done chan struct{}
+}
+
+// joinGroup writes the member key and starts keeping it alive and watching
+// the group.
+func joinGroup(ctx context.Context, kv jetstream.KeyValue, prefix string) (*membership, error) {
+	m := &membership{
+		kv: kv, prefix: prefix, id: memberID(),
+		out: make(chan []string, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if _, err := kv.Put(ctx, m.key(), []byte(memberInfo())); err != nil {
+		return nil, coded("nats: join group", err)
+	}
+	w, err := kv.Watch(ctx, prefix+"*")
+	if err != nil {
+		_ = kv.Delete(context.Background(), m.key())
+		return nil, coded("nats: join group", err)
+	}
+	go m.run(w)
+	return m, nil
+}
+
+func (m *membership) key() string { return m.prefix + m.id }
+
+// memberID returns a random member ID: 16 hex digits, one KV key token.
+func memberID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+).
+	return hex.EncodeToString(b)
+}
+
+// memberInfo is a member key's value, for people looking at the bucket.
+func memberInfo() string {
+	host, _ := os.Hostname()
+	return "pid " + strconv.Itoa(os.Getpid()) + " on " + host
+}
+
+func (m *membership) run(w jetstream.KeyWatcher) {
+	defer close(m.done)
+	defer func() { _ = w.Stop() }()
+	beat := time.NewTicker(memberBeat)
+	defer beat.Stop()
+	seen := map[string]time.Time{}
+	var last []string
+	initial := true
+	publish := func() {
+		if initial {
+			return
+		}
+		live := liveMembers(seen, m.id)
+		if slices.Equal(live, last) {
+			return
+		}
+		last = live
+		select {
+		case <-m.out:
+		default:
+		}
+		m.out <- live
+	}
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				initial = false
+			} else {
+				id := strings.TrimPrefix(e.Key(), m.prefix)
+				if e.Operation() == jetstream.KeyValuePut {
+					seen[id] = e.Created()
+				} else {
+					delete(seen, id)
+				}
+			}
+			publish()
+		case <-beat.C:
+			ctx, cancel := context.WithTimeout(context.Background(), memberBeat)
+			// A failed beat (disconnected) is retried at the next one.
+			_, _ = m.kv.Put(ctx, m.key(), []byte(memberInfo()))
+			cancel()
+			publish()
+		case <-m.stop:
+			return
+		}
+	}
+}
+
+// liveMembers returns the sorted IDs of the members written within
+// memberTTL of the latest write seen, self always included.
+func liveMembers(seen map[string]time.Time, self string) []string {
+	var now time.Time
+	for _, t := range seen {
+		if t.After(now) {
+			now = t
+		}
+	}
+	live := []string{self}
+	for id, t := range seen {
+		if id != self && now.Sub(t) <= memberTTL {
+			live = append(live, id)
+		}
+	}
+	slices.Sort(live)
+	return live
+}
+
+// assigned returns the partitions of n that members (sorted) give to self:
+// partition p goes to members[p mod len(members)].
+func assigned(members []string, self string, n int) []int {
+	i := slices.Index(members, self)
+	if i < 0 {
+		return nil
+	}
+	var ps []int
+	for p := i; p < n; p += len(members) {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// leave stops the membership and deletes the member key, so that the
+// others rebalance at once rather than after memberTTL.
+func (m *membership) leave() {
+	close(m.stop)
+	<-m.done
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = m.kv.Delete(ctx, m.key())
+}
