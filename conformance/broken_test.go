@@ -99,6 +99,51 @@ type forgetfulSubscription struct{ subscriber.Subscription }
 
 func (forgetfulSubscription) Ack(context.Context, []any) error { return nil }
 
+// keylessPub stores every message under its ID as key (the key is kept in
+// metadata), so the broker spreads a key's messages over its partitions and their
+// owners; keyedSub puts the key back on receipt. Together: a group whose
+// subscribers compete for messages with no owner per key, as the memory
+// broker was before partitions. One subscriber still sees per-key order.
+type keylessPub struct{ publisher.Driver }
+
+const brokenKey = "broken-key"
+
+func (d keylessPub) SendBatch(ctx context.Context, topic string, msgs []*message.Message) error {
+	out := make([]*message.Message, len(msgs))
+	for i, m := range msgs {
+		c := m.Clone()
+		c.Metadata = c.Metadata.Clone()
+		if c.Metadata == nil {
+			c.Metadata = message.Metadata{}
+		}
+		c.Metadata[brokenKey] = c.Key
+		c.Key = c.ID // spreads by hash, whatever the publish pattern
+		out[i] = c
+	}
+	return d.Driver.SendBatch(ctx, topic, out)
+}
+
+type keyedSub struct{ subscriber.Driver }
+
+func (d keyedSub) Open(ctx context.Context, topic string, cfg subscriber.OpenConfig) (subscriber.Subscription, error) {
+	s, err := d.Driver.Open(ctx, topic, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return keyedSubscription{s}, nil
+}
+
+type keyedSubscription struct{ subscriber.Subscription }
+
+func (s keyedSubscription) Receive(ctx context.Context, max int) ([]subscriber.Received, error) {
+	recs, err := s.Subscription.Receive(ctx, max)
+	for _, r := range recs {
+		r.Msg.Key = r.Msg.Metadata[brokenKey]
+		delete(r.Msg.Metadata, brokenKey)
+	}
+	return recs, err
+}
+
 // TestBrokenAdaptersFail proves that the suite catches each defect: run
 // with RunAll against a deliberately broken adapter, the tests named fail.
 func TestBrokenAdaptersFail(t *testing.T) {
@@ -130,6 +175,14 @@ func TestBrokenAdaptersFail(t *testing.T) {
 			h.wrapSub = func(d subscriber.Driver) subscriber.Driver { return forgetfulSub{d} }
 		},
 		wantFail: []string{"AckIsFinal"},
+	}, {
+		name: "splits a key across subscribers of a group",
+		run:  regexp.MustCompile(`^PerKeyOrder`),
+		setup: func(h *brokerHarness) {
+			h.wrapPub = func(d publisher.Driver) publisher.Driver { return keylessPub{d} }
+			h.wrapSub = func(d subscriber.Driver) subscriber.Driver { return keyedSub{d} }
+		},
+		wantFail: []string{"PerKeyOrderScaleOut", "PerKeyOrderRebalance"},
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -72,16 +72,18 @@ func ExampleWriteCapabilities() {
 	}
 	_ = conformance.WriteCapabilities(os.Stdout, b.Capabilities())
 	// Output:
-	// CAPABILITY          memory
-	// order per key       yes
-	// consumer groups     yes
-	// fan-out             yes
-	// retained            yes
-	// nack                yes
-	// nack delay          yes
-	// max nack delay      none
-	// attempt count       yes
-	// max message size    1048576 B
-	// native dead letter  no
-	// persistent          no
+	// CAPABILITY                 memory
+	// order per key              yes
+	// order per key, scaled out  yes
+	// rebalance within           100ms
+	// consumer groups            yes
+	// fan-out                    yes
+	// retained                   yes
+	// nack                       yes
+	// nack delay                 yes
+	// max nack delay             none
+	// attempt count              yes
+	// max message size           1048576 B
+	// native dead letter         no
+	// persistent                 no
 }

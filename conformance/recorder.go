@@ -33,6 +33,9 @@ type delivery struct {
 type recorder struct {
 	watch
 	topic, group string
+	// crashes: a subscriber of the test crashed, so a message it had
+	// received but not handled may reach a handler first with Attempt > 1.
+	crashes bool
 
 	mu     sync.Mutex
 	list   []delivery

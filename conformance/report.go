@@ -177,6 +177,13 @@ func WriteCapabilities(w io.Writer, caps ...message.Capabilities) error {
 		val  func(c message.Capabilities) string
 	}{
 		{"order per key", func(c message.Capabilities) string { return yes(c.OrderPerKey) }},
+		{"order per key, scaled out", func(c message.Capabilities) string { return yes(c.OrderPerKeyScaleOut) }},
+		{"rebalance within", func(c message.Capabilities) string {
+			if !c.OrderPerKeyScaleOut {
+				return "-"
+			}
+			return dur(c.Rebalance)
+		}},
 		{"consumer groups", func(c message.Capabilities) string { return yes(c.ConsumerGroups) }},
 		{"fan-out", func(c message.Capabilities) string { return yes(c.FanOut) }},
 		{"retained", func(c message.Capabilities) string { return yes(c.Retained) }},

@@ -89,6 +89,8 @@ var tests = []test{
 	{name: "NackDelay", fn: testNackDelay},
 	{name: "CrashRecovery", fn: testCrashRecovery},
 	{name: "PerKeyOrder", fn: testPerKeyOrder},
+	{name: "PerKeyOrderScaleOut", fn: testPerKeyOrderScaleOut},
+	{name: "PerKeyOrderRebalance", fn: testPerKeyOrderRebalance},
 	{name: "CompetingConsumers", fn: testCompetingConsumers},
 	{name: "FanOut", fn: testFanOut},
 	{name: "TopicIsolation", fn: testTopicIsolation},

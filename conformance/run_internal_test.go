@@ -162,24 +162,26 @@ BrokerRestart  skip    0s      no restart [a=1 duplicates=2]
 func TestWriteCapabilities(t *testing.T) {
 	var b bytes.Buffer
 	err := WriteCapabilities(&b,
-		message.Capabilities{Name: "memory", OrderPerKey: true, Nack: true, MaxMessageSize: 1 << 20},
+		message.Capabilities{Name: "memory", OrderPerKey: true, OrderPerKeyScaleOut: true, Rebalance: 2 * time.Second, Nack: true, MaxMessageSize: 1 << 20},
 		message.Capabilities{Name: "sqs", MaxNackDelay: 12 * time.Hour, Persistent: true},
 	)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `CAPABILITY          memory     sqs
-order per key       yes        no
-consumer groups     no         no
-fan-out             no         no
-retained            no         no
-nack                yes        no
-nack delay          no         no
-max nack delay      none       12h0m0s
-attempt count       no         no
-max message size    1048576 B  none
-native dead letter  no         no
-persistent          no         yes
+	want := `CAPABILITY                 memory     sqs
+order per key              yes        no
+order per key, scaled out  yes        no
+rebalance within           2s         -
+consumer groups            no         no
+fan-out                    no         no
+retained                   no         no
+nack                       yes        no
+nack delay                 no         no
+max nack delay             none       12h0m0s
+attempt count              no         no
+max message size           1048576 B  none
+native dead letter         no         no
+persistent                 no         yes
 `
 	if b.String() != want {
 		t.Errorf("WriteCapabilities:\n%s\nwant:\n%s", b.String(), want)

@@ -50,9 +50,13 @@ func (d subDriver) Open(ctx context.Context, topicName string, cfg subscriber.Op
 		start = startLatest
 	}
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	g := t.group(cfg.Group, start)
-	t.mu.Unlock()
-	return &subscription{t: t, g: g}, nil
+	s := &subscription{t: t, g: g}
+	g.members = append(g.members, s)
+	g.rebalance()
+	t.wake()
+	return s, nil
 }
 func (d subDriver) Capabilities() message.Capabilities { return d.b.Capabilities() }
 func (d subDriver) ErrorCode(error) message.Code       { return message.Unknown }
@@ -67,6 +71,15 @@ type subscription struct {
 	t      *topic
 	g      *group
 	closed bool
+	// rr is the partition a Receive looks at first: it turns with every
+	// call, so no owned partition is starved.
+	rr int
+}
+
+// ackID is the driver's handle of a delivered message.
+type ackID struct {
+	off  int64
+	part int
 }
 
 func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Received, error) {
@@ -80,29 +93,52 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Recei
 		now := time.Now()
 		var out []subscriber.Received
 		var nextReady time.Time
+		n := len(g.parts)
 		// Redeliveries first, in the order they were nacked.
-		kept := g.retry[:0]
-		for _, off := range g.retry {
-			p := g.pending[off]
-			if len(out) < max && !p.readyAt.After(now) {
-				p.attempts++
-				out = append(out, s.deliver(off, p, now))
+		for i := 0; i < n && len(out) < max; i++ {
+			p := (s.rr + i) % n
+			gp := &g.parts[p]
+			if len(gp.retry) == 0 || !gp.owned(s) {
 				continue
 			}
-			if p.readyAt.After(now) && (nextReady.IsZero() || p.readyAt.Before(nextReady)) {
-				nextReady = p.readyAt
+			kept := gp.retry[:0]
+			for _, off := range gp.retry {
+				pm := g.pending[off]
+				if len(out) < max && !pm.readyAt.After(now) {
+					pm.attempts++
+					out = append(out, s.deliver(off, p, pm, now))
+					continue
+				}
+				if pm.readyAt.After(now) && (nextReady.IsZero() || pm.readyAt.Before(nextReady)) {
+					nextReady = pm.readyAt
+				}
+				kept = append(kept, off)
 			}
-			kept = append(kept, off)
+			clear(gp.retry[len(kept):])
+			gp.retry = kept
 		}
-		clear(g.retry[len(kept):])
-		g.retry = kept
-		for len(out) < max && g.next < t.end() {
-			off := g.next
-			g.next++
-			p := &pendingMsg{attempts: 1}
-			g.pending[off] = p
-			out = append(out, s.deliver(off, p, now))
+		// Then new messages of the owned partitions, merged in publish
+		// order: a subscriber that owns every partition sees the topic's
+		// order.
+		for len(out) < max {
+			best, bestOff := -1, int64(0)
+			for p := range g.parts {
+				gp, pi := &g.parts[p], &t.parts[p]
+				if gp.next < pi.end() && gp.owned(s) {
+					if off := pi.offset(gp.next); best < 0 || off < bestOff {
+						best, bestOff = p, off
+					}
+				}
+			}
+			if best < 0 {
+				break
+			}
+			g.parts[best].next++
+			pm := &pendingMsg{attempts: 1, part: best}
+			g.pending[bestOff] = pm
+			out = append(out, s.deliver(bestOff, best, pm, now))
 		}
+		s.rr = (s.rr + 1) % n
 		if len(out) > 0 {
 			t.mu.Unlock()
 			return out, nil
@@ -130,31 +166,48 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Recei
 	}
 }
 
-// deliver makes the delivered copy of the message at off. Caller holds t.mu.
-func (s *subscription) deliver(off int64, p *pendingMsg, now time.Time) subscriber.Received {
-	p.owner = s
-	p.readyAt = time.Time{}
-	m := s.t.log[off-s.t.base].Clone()
+// deliver makes the delivered copy of the message at off, of partition p.
+// Caller holds t.mu.
+func (s *subscription) deliver(off int64, p int, pm *pendingMsg, now time.Time) subscriber.Received {
+	pm.owner = s
+	pm.readyAt = time.Time{}
+	s.g.parts[p].held++
+	m := s.t.log[off-s.t.base].msg.Clone()
 	message.Received(m, message.Delivery{
 		Topic:       s.t.name,
 		Group:       s.g.name,
-		Attempt:     p.attempts,
-		Redelivered: p.attempts > 1,
-		Partition:   -1,
+		Attempt:     pm.attempts,
+		Redelivered: pm.attempts > 1,
+		Partition:   p,
 		Offset:      off,
 		BrokerID:    strconv.FormatInt(off, 10),
 		ReceivedAt:  now,
 	}, nil)
-	return subscriber.Received{Msg: m, AckID: off}
+	return subscriber.Received{Msg: m, AckID: ackID{off: off, part: p}}
+}
+
+// settle takes the in-flight message id out of s's hands, reporting its
+// pending record, or nil when s does not hold it (a stale ack). Caller holds
+// t.mu; it hands the partition over when that was the last message its
+// old owner held.
+func (s *subscription) settle(id ackID) *pendingMsg {
+	pm := s.g.pending[id.off]
+	if pm == nil || pm.owner != s {
+		return nil
+	}
+	pm.owner = nil
+	s.g.parts[id.part].held--
+	s.g.handOver(id.part)
+	return pm
 }
 
 func (s *subscription) Ack(ctx context.Context, ids []any) error {
 	s.t.mu.Lock()
 	defer s.t.mu.Unlock()
 	for _, id := range ids {
-		off := id.(int64)
-		if p := s.g.pending[off]; p != nil && p.owner == s {
-			delete(s.g.pending, off)
+		id := id.(ackID)
+		if s.settle(id) != nil {
+			delete(s.g.pending, id.off)
 		}
 	}
 	s.t.wake()
@@ -166,11 +219,11 @@ func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration)
 	defer s.t.mu.Unlock()
 	ready := time.Now().Add(delay)
 	for _, id := range ids {
-		off := id.(int64)
-		if p := s.g.pending[off]; p != nil && p.owner == s {
-			p.owner = nil
-			p.readyAt = ready
-			s.g.retry = append(s.g.retry, off)
+		id := id.(ackID)
+		if pm := s.settle(id); pm != nil {
+			pm.readyAt = ready
+			gp := &s.g.parts[id.part]
+			gp.retry = append(gp.retry, id.off)
 		}
 	}
 	s.t.wake()
@@ -178,8 +231,9 @@ func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration)
 }
 
 // Close hands every message this subscription holds in flight back to the
-// group, in offset order, for immediate redelivery: what a broker does when
-// a consumer's connection drops.
+// group, in offset order per partition, for immediate redelivery (what a
+// broker does when a consumer's connection drops), and gives its
+// partitions to the group's other members.
 func (s *subscription) Close() error {
 	s.t.mu.Lock()
 	defer s.t.mu.Unlock()
@@ -187,17 +241,32 @@ func (s *subscription) Close() error {
 		return nil
 	}
 	s.closed = true
-	var held []int64
+	g := s.g
+	g.members = slices.DeleteFunc(g.members, func(m *subscription) bool { return m == s })
+	held := map[int][]int64{}
 	now := time.Now()
-	for off, p := range s.g.pending {
-		if p.owner == s {
-			p.owner = nil
-			p.readyAt = now
-			held = append(held, off)
+	for off, pm := range g.pending {
+		if pm.owner == s {
+			pm.owner = nil
+			pm.readyAt = now
+			g.parts[pm.part].held--
+			held[pm.part] = append(held[pm.part], off)
 		}
 	}
-	slices.Sort(held)
-	s.g.retry = append(s.g.retry, held...)
+	for p, offs := range held {
+		slices.Sort(offs)
+		gp := &g.parts[p]
+		// Merged with earlier nacks by offset, so the next owner
+		// receives them in the partition's order.
+		gp.retry = append(gp.retry, offs...)
+		slices.Sort(gp.retry)
+	}
+	for p := range g.parts {
+		if g.parts[p].owner == s {
+			g.parts[p].owner = nil
+		}
+	}
+	g.rebalance()
 	s.t.wake()
 	return nil
 }

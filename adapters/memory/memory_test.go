@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -134,30 +135,15 @@ func TestPerKeyOrderUnderConcurrency(t *testing.T) {
 func TestCompetingConsumersHandleEachOnce(t *testing.T) {
 	const n = 2000
 	c := open(t)
-	var msgs []*message.Message
-	for i := range n {
-		msgs = append(msgs, message.New([]byte(fmt.Sprint(i))))
+	var b *memory.Broker
+	if !c.Subscriber().As(&b) {
+		t.Fatal("As(**memory.Broker) failed")
 	}
-	publish(t, c, "compete", msgs...)
-
 	var mu sync.Mutex
 	count := map[string]int{}
 	by := [2]int{}
-	// The first subscriber's first call waits until the second has handled
-	// one, so both are proven to work whatever the scheduling.
-	secondWorked := make(chan struct{})
-	var once sync.Once
 	handler := func(i int) subscriber.Handler {
 		return func(ctx context.Context, m *message.Message) error {
-			if i == 0 {
-				select {
-				case <-secondWorked:
-				case <-time.After(wait):
-					return errors.New("second subscriber never worked")
-				}
-			} else {
-				once.Do(func() { close(secondWorked) })
-			}
 			mu.Lock()
 			count[m.ID]++
 			by[i]++
@@ -168,6 +154,16 @@ func TestCompetingConsumersHandleEachOnce(t *testing.T) {
 	for i := range 2 {
 		pbtest.Consume(t, c, "compete", handler(i), subscriber.Group("g"), subscriber.Concurrency(4))
 	}
+	// Both have joined and own half the partitions each: keyless messages
+	// go round-robin over the partitions, so both must work.
+	pbtest.WaitFor(t, "two members owning 8 partitions each", func() bool {
+		return slices.Equal(b.Members("compete", "g"), []int{8, 8})
+	})
+	var msgs []*message.Message
+	for i := range n {
+		msgs = append(msgs, message.New([]byte(fmt.Sprint(i))))
+	}
+	publish(t, c, "compete", msgs...)
 	pbtest.WaitFor(t, "all messages", func() bool { mu.Lock(); defer mu.Unlock(); return by[0]+by[1] == n })
 	mu.Lock()
 	defer mu.Unlock()
@@ -176,8 +172,8 @@ func TestCompetingConsumersHandleEachOnce(t *testing.T) {
 			t.Fatalf("message %s handled %d times", m.ID, count[m.ID])
 		}
 	}
-	if by[0] == 0 || by[1] == 0 {
-		t.Fatalf("work split %v: a subscriber did nothing", by)
+	if by != [2]int{n / 2, n / 2} {
+		t.Fatalf("work split %v, want %d each (round-robin over partitions split evenly)", by, n/2)
 	}
 }
 
