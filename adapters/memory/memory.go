@@ -21,9 +21,25 @@
 // default) or fails with message.ErrResourceExhausted (Fail): memory never
 // grows without bound and nothing unacked is dropped.
 //
-// Per-key order holds for one subscriber of a group (the portable
-// subscriber serialises calls per key); with competing subscribers in one
-// group, messages of one key may go to different subscribers.
+// A topic has partitions (Options.Partitions, default 16). A message goes
+// to the partition of its key (FNV-1a hash), keyless messages round-robin.
+// Each partition has one owner among the open subscriptions of a group at
+// a time, so per-key order holds across every subscriber of a group, not
+// only within one (Capabilities.OrderPerKeyScaleOut). A subscription
+// receives the new messages of the partitions it owns merged in publish
+// order, so a group's only subscriber sees the topic's order.
+//
+// Partitions are assigned to a group's subscriptions when one joins or
+// leaves: evenly (shares differ by one at most, earlier members take the
+// remainder) and sticky (a join or leave moves only the partitions it
+// must). A partition moves only once its old owner has settled (acked or
+// nacked) every message of it that it holds; a subscription that closes
+// gives its unsettled messages back first, in offset order. So in one
+// process the hand-over is exact: a later message of a key is never
+// handled before an earlier one, and a graceful leave (the portable
+// subscriber drains before it closes) causes no redelivery. A rebalance
+// completes within [Rebalance] plus the time the old owner takes to finish
+// the messages it holds.
 //
 // Nothing is persisted: a broker lives as long as the process.
 //
@@ -35,7 +51,7 @@
 //
 // Query parameters: max_messages (default 100000), max_bytes (default
 // 67108864), max_message_size (default 1048576), full=block|fail (default
-// block). They apply when the named broker is first created; opening an
+// block), partitions (default 16, at most 4096). They apply when the named broker is first created; opening an
 // existing name with different parameters is an error.
 //
 // # Errors
@@ -89,6 +105,7 @@ func openURL(ctx context.Context, u *url.URL) (*polybus.Client, error) {
 	opts.MaxMessages = p.Int("max_messages", 0)
 	opts.MaxBytes = p.Int("max_bytes", 0)
 	opts.MaxMessageSize = p.Int("max_message_size", 0)
+	opts.Partitions = p.Int("partitions", 0)
 	if p.OneOf("full", "block", "block", "fail") == "fail" {
 		opts.Full = Fail
 	}
