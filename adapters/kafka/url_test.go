@@ -68,9 +68,9 @@ func TestBadURLs(t *testing.T) {
 		"kafka://h?partitions=-1",
 		"kafka://h?partitions=1&partitions=2",
 		"kafka://h?sasl=gssapi",
-		"kafka://h?sasl=plain",   // no user
-		"kafka://u:p@h",          // a user without sasl
-		"kafka://h?tls_cert=/c",  // no key
+		"kafka://h?sasl=plain",  // no user
+		"kafka://u:p@h",         // a user without sasl
+		"kafka://h?tls_cert=/c", // no key
 		"kafka://h?session_timeout=soon",
 		"kafka://h?session_timeout=3s&heartbeat_interval=2s", // heartbeat over a third
 		"kafka://h?revoke_timeout=40s",                       // over the rebalance timeout
