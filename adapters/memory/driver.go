@@ -120,23 +120,8 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Recei
 		// Then new messages of the owned partitions, merged in publish
 		// order: a subscriber that owns every partition sees the topic's
 		// order.
-		for len(out) < max {
-			best, bestOff := -1, int64(0)
-			for p := range g.parts {
-				gp, pi := &g.parts[p], &t.parts[p]
-				if gp.next < pi.end() && gp.owned(s) {
-					if off := pi.offset(gp.next); best < 0 || off < bestOff {
-						best, bestOff = p, off
-					}
-				}
-			}
-			if best < 0 {
-				break
-			}
-			g.parts[best].next++
-			pm := &pendingMsg{attempts: 1, part: best}
-			g.pending[bestOff] = pm
-			out = append(out, s.deliver(bestOff, best, pm, now))
+		if len(out) < max {
+			out = s.receiveNew(out, max, now)
 		}
 		s.rr = (s.rr + 1) % n
 		if len(out) > 0 {
@@ -164,6 +149,47 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Recei
 			return nil, err
 		}
 	}
+}
+
+// head is a partition's next new message, for merging.
+type head struct {
+	part int
+	seq  int64
+	off  int64
+}
+
+// receiveNew appends new messages of the partitions s owns, merged in
+// publish order, until out holds max. Caller holds t.mu.
+func (s *subscription) receiveNew(out []subscriber.Received, max int, now time.Time) []subscriber.Received {
+	t, g := s.t, s.g
+	var buf [16]head
+	heads := buf[:0]
+	for p := range g.parts {
+		gp, pi := &g.parts[p], &t.parts[p]
+		if gp.next < pi.end() && gp.owned(s) {
+			heads = append(heads, head{part: p, seq: gp.next, off: pi.offset(gp.next)})
+		}
+	}
+	for len(out) < max && len(heads) > 0 {
+		best := 0
+		for i := 1; i < len(heads); i++ {
+			if heads[i].off < heads[best].off {
+				best = i
+			}
+		}
+		h := &heads[best]
+		pm := &pendingMsg{attempts: 1, part: h.part}
+		g.pending[h.off] = pm
+		out = append(out, s.deliver(h.off, h.part, pm, now))
+		pi := &t.parts[h.part]
+		g.parts[h.part].next = h.seq + 1
+		if h.seq++; h.seq < pi.end() {
+			h.off = pi.offset(h.seq)
+		} else {
+			heads = slices.Delete(heads, best, best+1)
+		}
+	}
+	return out
 }
 
 // deliver makes the delivered copy of the message at off, of partition p.
