@@ -83,7 +83,10 @@ type Config struct {
 	Retention time.Duration
 
 	// WaitTime is the long-polling wait of each ReceiveMessage call, up to
-	// 20s, in whole seconds. Default 20s.
+	// 20s, in whole seconds. Default 5s. Closing a subscription waits for
+	// its calls in flight (see the package documentation), so this is
+	// also how long a Close can take on an idle queue; 20s makes the
+	// fewest calls on an idle queue.
 	WaitTime time.Duration
 	// VisibilityTimeout is how long a received message stays invisible to
 	// the group's other subscribers before SQS redelivers it, for
@@ -152,7 +155,7 @@ func (c *Config) fill() error {
 		return bad("retention %s: want 1m to 336h (14 days)", c.Retention)
 	}
 	if c.WaitTime == 0 {
-		c.WaitTime = maxWaitTime
+		c.WaitTime = 5 * time.Second
 	}
 	if c.WaitTime > maxWaitTime || c.WaitTime%time.Second != 0 {
 		return bad("wait_time %s: want whole seconds up to 20s", c.WaitTime)

@@ -13,8 +13,9 @@ import (
 // The suite runs against the ElasticMQ of scripts/brokers, with a
 // visibility timeout of 10s (a message whose receive a closing subscriber
 // cut short comes back within the test's deadline) and a group refresh of
-// 200ms (publishers see a new group's queue quickly).
-const conformanceQuery = "visibility_timeout=10s&group_refresh=200ms"
+// 200ms (publishers see a new group's queue quickly) and a long-polling
+// wait of 1s (a closing subscription waits for its calls in flight).
+const conformanceQuery = "visibility_timeout=10s&group_refresh=200ms&wait_time=1s"
 
 // TestConformance runs the suite on standard queues. Its BrokerRestart test
 // restarts the shared ElasticMQ with `scripts/brokers restart sqs` only

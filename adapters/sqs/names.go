@@ -159,3 +159,14 @@ func fifoID(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return "pbh-" + hex.EncodeToString(sum[:])
 }
+
+// QueueName returns the name of the queue of group on topic for a client
+// with the given prefix (Config.Prefix; "" is the default "pb-") and FIFO
+// setting: for operators and other SQS clients that need to find a group's
+// queue.
+func QueueName(prefix string, fifo bool, topic, group string) string {
+	if prefix == "" {
+		prefix = "pb-"
+	}
+	return namer{prefix: prefix, fifo: fifo}.queueName(topic, group)
+}

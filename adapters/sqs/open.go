@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -113,7 +114,7 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 			Credentials: credentials.NewStaticCredentialsProvider(ak, sk, cfg.SessionToken),
 		}, opts)
 	} else {
-		load := []func(*awsconfig.LoadOptions) error{awsconfig.WithHTTPClient(hc)}
+		var load []func(*awsconfig.LoadOptions) error
 		if cfg.Region != "" {
 			load = append(load, awsconfig.WithRegion(cfg.Region))
 		}
@@ -131,6 +132,19 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 			return nil, message.Errorf(message.InvalidArgument, op, "no region: give region=... or set AWS_REGION")
 		}
 		c.cfg.Region = ac.Region
+		if bc, ok := ac.HTTPClient.(*awshttp.BuildableClient); ok {
+			// The configuration's transport carries what it loaded (a CA
+			// bundle, a proxy); polybus's own settings go on top of it, on
+			// a transport whose idle connections Close can close.
+			tr.CloseIdleConnections()
+			tr = bc.GetTransport()
+			tr.DialContext = (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext
+			tr.TLSHandshakeTimeout = cfg.ConnectTimeout
+			tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 256
+			hc.Transport = tr
+			c.tr = tr
+		}
+		ac.HTTPClient = hc
 		c.api = sqs.NewFromConfig(ac, opts)
 	}
 	// One call to learn that the endpoint answers and takes the

@@ -41,7 +41,9 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 	d.c.reg.add(topic, url)
 	prefetch := max(cfg.Prefetch, 1)
 	rctx, cancel := context.WithCancel(context.Background())
+	stopping, stop := context.WithCancel(rctx)
 	s := &subscription{
+		stopping: stopping, stop: stop,
 		c: d.c, topic: topic, group: cfg.Group, url: url, vt: vt,
 		credits:  make(chan struct{}, prefetch),
 		batches:  make(chan []subscriber.Received, prefetch),
@@ -55,7 +57,7 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 	for range d.c.cfg.Receivers {
 		s.wg.Go(s.receive)
 	}
-	s.wg.Go(s.heartbeat)
+	s.hb.Go(s.heartbeat)
 	return s, nil
 }
 
@@ -95,9 +97,15 @@ type subscription struct {
 	mu       sync.Mutex
 	inflight map[string]*inflight // by receipt handle
 
-	ctx    context.Context // the receivers' and heartbeat's; ended by Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// stopping ends when Close begins: receivers make no new call. ctx,
+	// the calls' own, ends only once the calls in flight have had their
+	// long-polling wait to finish (or at once for a heartbeat).
+	stopping context.Context
+	stop     context.CancelFunc
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	hb       sync.WaitGroup
 }
 
 // inflight is one received message that is not settled yet.
@@ -124,7 +132,7 @@ func (s *subscription) receive() {
 		// One credit at least, then up to 10.
 		select {
 		case <-s.credits:
-		case <-s.ctx.Done():
+		case <-s.stopping.Done():
 			return
 		}
 		n := 1
@@ -139,7 +147,7 @@ func (s *subscription) receive() {
 		}
 		start := time.Now()
 		out, err := s.c.api.ReceiveMessage(s.ctx, &sqs.ReceiveMessageInput{
-			QueueUrl:                    aws.String(s.url),
+			QueueUrl:                    aws.String(s.queueURL()),
 			MaxNumberOfMessages:         int32(n),
 			WaitTimeSeconds:             int32(s.c.cfg.WaitTime / time.Second),
 			VisibilityTimeout:           int32(s.vt / time.Second),
@@ -152,7 +160,7 @@ func (s *subscription) receive() {
 		}
 		s.release(n - got)
 		if err != nil {
-			if s.ctx.Err() != nil {
+			if s.stopping.Err() != nil {
 				return
 			}
 			if isNotFound(err) {
@@ -209,7 +217,7 @@ func (s *subscription) pause(d time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-s.ctx.Done():
+	case <-s.stopping.Done():
 		return false
 	}
 }
@@ -400,7 +408,7 @@ func (s *subscription) heartbeat() {
 	for {
 		select {
 		case <-t.C:
-		case <-s.ctx.Done():
+		case <-s.stopping.Done():
 			return
 		}
 		s.extend()
@@ -444,9 +452,27 @@ func (s *subscription) extend() {
 // messages that Receive has not returned (and any whose settling failed),
 // so that the group's other subscribers get them without waiting for
 // their visibility timeout.
+//
+// A ReceiveMessage call in flight is not cancelled but waited for, up to
+// its long-polling wait: SQS would go on with a call that the client
+// abandoned, and the messages it took would stay invisible, to every
+// subscriber, for their visibility timeout. What such a call returns is
+// handed back like the rest.
 func (s *subscription) Close() error {
+	s.stop()
+	s.hb.Wait()
+	received := make(chan struct{})
+	go func() { s.wg.Wait(); close(received) }()
+	t := time.NewTimer(s.c.cfg.WaitTime + 5*time.Second)
+	select {
+	case <-received:
+	case <-t.C:
+		// An endpoint that holds calls past their wait: give up on them.
+		s.cancel()
+		<-received
+	}
+	t.Stop()
 	s.cancel()
-	s.wg.Wait()
 	s.mu.Lock()
 	back := make([]ackID, 0, len(s.inflight))
 	for _, f := range s.inflight {
