@@ -135,6 +135,11 @@ func (s *subscription) receive() {
 		case <-s.stopping.Done():
 			return
 		}
+		if s.stopping.Err() != nil {
+			// Both were ready, and select took the credit.
+			s.release(1)
+			return
+		}
 		n := 1
 	more:
 		for n < batchEntries {
