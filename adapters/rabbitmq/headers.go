@@ -21,6 +21,7 @@ const (
 	hdrID      = hdrPrefix + "id"       // Message.ID when over 255 bytes
 	hdrAttempt = hdrPrefix + "attempts" // deliveries before a delayed nack
 	hdrMd      = hdrPrefix + "md-"      // a metadata entry that cannot be a header of its own name
+	hdrPing    = hdrPrefix + "ping"     // a ping of a partition queue (see subscription.ping)
 )
 
 // reservedHeader reports whether a metadata key cannot travel as a header

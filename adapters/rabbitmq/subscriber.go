@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -83,6 +84,10 @@ type subscription struct {
 	ctl  *amqp.Channel // declares and, ordered, the members consumer
 	gen  uint64
 
+	members  int // the member count at the last rebalance
+	ticks    int
+	stopping atomic.Bool // Receive's context ended: the subscription is stopping
+
 	retryMu sync.Mutex
 	retries map[string]uint64 // retry queues declared, by connection generation
 }
@@ -148,7 +153,24 @@ func (s *subscription) start(ctx context.Context) error {
 		}
 		s.cons[i] = k
 	}
+	if !s.c.cfg.Unordered {
+		s.ping(s.queues...)
+	}
 	return nil
+}
+
+// ping publishes a ping to each of qs, straight to the queue: the
+// subscription active on it receives it, acks it and so learns that it is
+// the active one, even when the partition has nothing else to deliver. The
+// broker tells AMQP 0-9-1 consumers nothing about activity. A ping is
+// transient and small; other AMQP consumers of a partition queue see it
+// (header polybus-amqp-ping) and should ack and drop it.
+func (s *subscription) ping(qs ...groupQueue) {
+	for _, q := range qs {
+		_ = s.ctl.Publish("", q.name, false, false, amqp.Publishing{
+			Headers: amqp.Table{hdrPing: true}, DeliveryMode: amqp.Transient,
+		})
+	}
 }
 
 // consume starts a consumer of q on a channel of its own.
@@ -340,6 +362,13 @@ func (s *subscription) rebalance() error {
 		return err
 	}
 	members := max(q.Consumers, 1)
+	s.ticks++
+	if members != s.members || s.ticks%10 == 0 {
+		// Membership changed (or a while passed): let every member learn
+		// which partitions it is active on now.
+		s.members = members
+		s.ping(s.queues...)
+	}
 	share := (len(s.queues) + members - 1) / members
 	var active []int
 	for i, k := range s.cons {
@@ -371,6 +400,7 @@ func (s *subscription) rebalance() error {
 			return err
 		}
 		s.cons[i] = k
+		s.ping(s.queues[i])
 	}
 	return nil
 }
@@ -387,6 +417,12 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Recei
 			s.fatal <- err
 			return nil, err
 		case <-ctx.Done():
+			// The portable layer ends Receive's context only to stop the
+			// subscription: from now on a nack leaves the message to the
+			// channel's close, which returns every unsettled message in
+			// delivery order. Requeueing them one by one would put a
+			// nacked message behind later ones already delivered here.
+			s.stopping.Store(true)
 			return nil, ctx.Err()
 		}
 	}
@@ -412,10 +448,16 @@ func (s *subscription) received(it item) (subscriber.Received, bool) {
 		k.mu.Unlock()
 		return subscriber.Received{}, false
 	}
+	d := it.d
+	if _, ok := d.Headers[hdrPing]; ok {
+		k.seen = true
+		k.mu.Unlock()
+		_ = k.ch.Ack(d.DeliveryTag, false)
+		return subscriber.Received{}, false
+	}
 	k.outstanding++
 	k.seen = true
 	k.mu.Unlock()
-	d := it.d
 	dec := decode(&d, k.q.name)
 	f := message.Delivery{
 		Topic: s.topic, Group: s.group, Partition: k.q.part,
@@ -460,6 +502,10 @@ func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration)
 	var errs []error
 	for _, id := range ids {
 		a := id.(*ackID)
+		if s.stopping.Load() && delay == 0 {
+			a.k.settle(1)
+			continue
+		}
 		if delay > 0 {
 			err := s.delay(ctx, a, delay)
 			if err == nil {
