@@ -6,4 +6,5 @@ import (
 	_ "github.com/polybus/polybus/adapters/kafka"
 	_ "github.com/polybus/polybus/adapters/memory"
 	_ "github.com/polybus/polybus/adapters/nats"
+	_ "github.com/polybus/polybus/adapters/sqs"
 )
