@@ -60,6 +60,24 @@
 //   - PerKeyOrder (OrderPerKey): 32 keys x 300 messages, published
 //     interleaved and handled with concurrency 8: each key's messages are
 //     handled in publish order exactly, and never two at once.
+//   - PerKeyOrderScaleOut (OrderPerKeyScaleOut): three subscribers of one
+//     group, each on its own client, concurrency 4 each, joined and settled
+//     (every one has seen a probe, then the declared Capabilities.Rebalance
+//     bound has passed) before 32 fresh keys x 300 messages are published
+//     interleaved. Every message is handled exactly once, each key in
+//     publish order exactly, no two calls of one key overlap on any
+//     subscriber (one in-flight map is shared by all three), every
+//     subscriber works and none handles more than 60%.
+//   - PerKeyOrderRebalance (OrderPerKeyScaleOut): the same load while a
+//     fourth subscriber joins, one of the first three leaves gracefully and
+//     another crashes (client closed with a 50ms deadline), each half-way
+//     through a quarter of the load. Nothing is lost; for each key the
+//     handled sequence with repeats removed is exactly 0..n-1 (a later
+//     message is never handled before an earlier one was handled once).
+//     Duplicates (in total and of messages the graceful leaver had
+//     handled) and overlaps are metrics. After the crash and the declared
+//     rebalance bound, both survivors share the last quarter, neither more
+//     than 80%.
 //   - CompetingConsumers (ConsumerGroups): two subscribers of one group,
 //     both joined before anything is published, handle 1,000 messages
 //     exactly once in total, and both do work. Each handler holds its
