@@ -1,10 +1,11 @@
 package main
 
 // The adapters the command can open. Each registers its URL schemes when
-// imported; add kafka, rabbitmq and sqs here as they land.
+// imported.
 import (
 	_ "github.com/polybus/polybus/adapters/kafka"
 	_ "github.com/polybus/polybus/adapters/memory"
 	_ "github.com/polybus/polybus/adapters/nats"
+	_ "github.com/polybus/polybus/adapters/rabbitmq"
 	_ "github.com/polybus/polybus/adapters/sqs"
 )

@@ -32,7 +32,7 @@ func TestBadInput(t *testing.T) {
 		want []string
 		args []string
 	}{
-		{"unknown scheme", 2, []string{`unknown scheme "kafkaa" in kafkaa://host:9092`, "known: embedded, mem, nats", "Run 'polybus pub --help'"},
+		{"unknown scheme", 2, []string{`unknown scheme "kafkaa" in kafkaa://host:9092`, "known: amqp, amqps, embedded, kafka, mem, nats, sqs", "Run 'polybus pub --help'"},
 			[]string{"pub", "--url", "kafkaa://host:9092", "--topic", "t", "x"}},
 		{"malformed URL", 2, []string{"malformed URL"}, []string{"sub", "--url", "nats://[::1", "--topic", "t", "--group", "g"}},
 		{"no scheme", 2, []string{"has no scheme"}, []string{"pub", "--url", "localhost", "--topic", "t", "x"}},
@@ -176,7 +176,7 @@ func TestHelp(t *testing.T) {
 	c := newCLI(t)
 	root := c.ok("--help").stdout
 	for _, want := range []string{"Exit status:", "0    success", "2    usage", "3    unavailable", "4    dlq depth", "5    not found", "130  interrupted",
-		"$POLYBUS_URL", "polybus.yaml", "embedded://", "Schemes built in: embedded, mem, nats"} {
+		"$POLYBUS_URL", "polybus.yaml", "embedded://", "Schemes built in: amqp, amqps, embedded, kafka, mem, nats, sqs"} {
 		if !strings.Contains(root, want) {
 			t.Errorf("polybus --help lacks %q", want)
 		}
