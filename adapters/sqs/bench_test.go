@@ -69,7 +69,9 @@ func (e *benchEnv) queue(b *testing.B, name string) string {
 		b.Fatal(err)
 	}
 	url := aws.ToString(out.QueueUrl)
-	b.Cleanup(func() { _, _ = e.api.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: aws.String(url)}) })
+	b.Cleanup(func() {
+		_, _ = e.api.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: aws.String(url)})
+	})
 	return url
 }
 
@@ -205,7 +207,7 @@ func (e *benchEnv) rawSingle(url string) publisher {
 // that nothing consumes it.
 func (e *benchEnv) polybusTopic(b *testing.B) string {
 	topic := unique("bench")
-	e.queue(b, polysqs.QueueName("", false, topic, "bench"))
+	e.queue(b, polysqs.QueueName(runPrefix, false, topic, "bench"))
 	return topic
 }
 

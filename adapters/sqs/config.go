@@ -16,7 +16,8 @@ import (
 // What a topic with no consumer group does with a Publish (Config.NoGroup).
 const (
 	// NoGroupDefault creates the queue of subscriber.DefaultGroup for the
-	// topic and sends there, so that nothing is dropped.
+	// topic, as a holding queue (see the package documentation), and sends
+	// there, so that nothing is dropped.
 	NoGroupDefault = "default"
 	// NoGroupFail fails the Publish with message.ErrNotFound.
 	NoGroupFail = "fail"

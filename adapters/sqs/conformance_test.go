@@ -3,6 +3,7 @@ package sqs_test
 import (
 	"context"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -22,13 +23,26 @@ const conformanceQuery = "visibility_timeout=10s&group_refresh=200ms&wait_time=1
 // when POLYBUS_SQS_RESTART=1: a restart would upset other packages' tests
 // running against it at the same time.
 func TestConformance(t *testing.T) {
-	conformance.Run(t, harness(t, sqsURL(t, conformanceQuery)))
+	conformance.Run(t, harness(t, sqsURL(t, conformanceQuery)), options(t))
 }
 
 // TestConformanceFIFO runs the suite on FIFO queues (fifo=true): per-key
 // order, across subscribers too, is declared and tested.
 func TestConformanceFIFO(t *testing.T) {
-	conformance.Run(t, harness(t, sqsURL(t, conformanceQuery+"&fifo=true")))
+	conformance.Run(t, harness(t, sqsURL(t, conformanceQuery+"&fifo=true")), options(t))
+}
+
+// options runs POLYBUS_SQS_STRESS rounds of the suite at once, when set.
+func options(t *testing.T) conformance.Options {
+	var o conformance.Options
+	if v := os.Getenv("POLYBUS_SQS_STRESS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("POLYBUS_SQS_STRESS=%q: %v", v, err)
+		}
+		o.Stress = n
+	}
+	return o
 }
 
 func harness(t *testing.T, rawURL string) conformance.Harness {

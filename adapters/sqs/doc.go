@@ -35,11 +35,19 @@
 // client is added to the list at once. Messages published before a group's
 // queue exists never reach it: SQS cannot replay, so Retained is false and
 // subscriber.Start has no effect (a new group starts with what is
-// published after it). A topic with no group at all gets one, by default:
-// Publish creates the queue of subscriber.DefaultGroup ("default") and
-// sends there, so nothing is dropped, and a subscriber of that group reads
-// it. Config.NoGroup "fail" (no_group=fail) makes such a Publish fail with
-// message.ErrNotFound instead. A group's queue stays until someone deletes
+// published after it). A topic with no group at all gets a holding queue,
+// by default: Publish creates the queue of subscriber.DefaultGroup
+// ("default"), tagged polybus-holding, and sends there, so nothing is
+// dropped. Publishers leave a holding queue out once the topic has another
+// group; a subscriber of the default group claims it (removing the tag),
+// reads what it holds, and from then on it is a group like any other.
+// Config.NoGroup "fail" (no_group=fail) makes such a Publish fail with
+// message.ErrNotFound instead. When a topic's queues, once listed, are all
+// gone from ListQueues, publishes fail with message.ErrUnavailable for a
+// minute before that rule applies: a restarting server (ElasticMQ restores
+// its queues one by one) lists none for a while. Likewise a subscription
+// whose queue is missing creates it again only after 30s of receives that
+// found it missing. A group's queue stays until someone deletes
 // it, and gets every message of its topic meanwhile (up to the queues'
 // retention, Config.Retention, SQS's default 4 days): delete the queue to
 // remove a group.
@@ -129,7 +137,6 @@
 // SQS goes on with a long poll whose client went away, and the messages it
 // takes would stay invisible to every subscriber for their visibility
 // timeout (seen with ElasticMQ; AWS documents no cancellation either).
-// A group queue that disappears is created again by the next receive.
 //
 // Dead letters: besides the portable DLQ middleware, Config.MaxReceives
 // (max_receives=N) gives each group queue that polybus opens a

@@ -25,7 +25,18 @@ import (
 const (
 	TagTopic = "polybus-topic"
 	TagGroup = "polybus-group"
+	// TagHolding marks the default group's queue that a Publish created
+	// for a topic with no group: publishers stop sending to it once the
+	// topic has another group, until a subscriber of the default group
+	// claims it (which removes the tag).
+	TagHolding = "polybus-holding"
 )
+
+// vanishGrace is how long after a topic's queues were last listed a
+// publisher refuses to treat an empty list as "no group" (a broker that
+// restarts may list no queue for a while): it fails with Unavailable
+// instead of sending to the default group.
+const vanishGrace = time.Minute
 
 // registry is a client's view of which groups (queues) each topic has:
 // the publisher's fan-out list, refreshed from ListQueues under the
@@ -46,6 +57,8 @@ type topicQueues struct {
 	mu   sync.Mutex
 	urls []string // never modified in place: replaced
 	at   time.Time
+	// seen is when a listing last found one of the topic's queues.
+	seen time.Time
 }
 
 func newRegistry(c *core) *registry {
@@ -89,12 +102,22 @@ func (r *registry) queues(ctx context.Context, topic string) ([]string, error) {
 	if err != nil {
 		return nil, coded(op, err)
 	}
+	e.mu.Lock()
+	seen := e.seen
+	if len(urls) > 0 {
+		e.seen = time.Now()
+	}
+	e.mu.Unlock()
+	if len(urls) == 0 && !seen.IsZero() && time.Since(seen) < vanishGrace {
+		return nil, message.Errorf(message.Unavailable, op,
+			"the queues of topic %q, listed %s ago, are gone from %s (restarting?); not sending to a default group", topic, time.Since(seen).Round(time.Millisecond), r.c.where())
+	}
 	if len(urls) == 0 {
 		if r.c.cfg.NoGroup == NoGroupFail {
 			return nil, message.Errorf(message.NotFound, op,
 				"topic %q has no consumer group on %s yet: SQS keeps messages only in group queues, so subscribe a group first (or use no_group=default)", topic, r.c.where())
 		}
-		url, err := r.c.ensureQueue(ctx, topic, subscriber.DefaultGroup, r.c.cfg.VisibilityTimeout)
+		url, err := r.c.ensureQueue(ctx, topic, subscriber.DefaultGroup, r.c.cfg.VisibilityTimeout, true)
 		if err != nil {
 			return nil, err
 		}
@@ -124,6 +147,20 @@ func (r *registry) list(ctx context.Context, topic string) ([]string, error) {
 		}
 	}
 	slices.Sort(urls)
+	if len(urls) > 1 {
+		// The default group's queue is left out while it only holds
+		// what was published when the topic had no group.
+		def := r.c.names.queueName(topic, subscriber.DefaultGroup)
+		if i := slices.IndexFunc(urls, func(u string) bool { return queueNameOf(u) == def }); i >= 0 {
+			tags, err := r.c.api.ListQueueTags(ctx, &sqs.ListQueueTagsInput{QueueUrl: aws.String(urls[i])})
+			if err != nil {
+				return nil, err
+			}
+			if tags.Tags[TagHolding] != "" {
+				urls = slices.Delete(urls, i, i+1)
+			}
+		}
+	}
 	return urls, nil
 }
 
@@ -176,9 +213,11 @@ func setTag(tags map[string]string, name, v string) {
 // ensureQueue returns the URL of group's queue on topic, creating it when
 // it does not exist. A new queue gets the client's attributes (FIFO,
 // visibility timeout vt, retention, redrive policy) and the topic and group
-// tags; an existing one keeps its attributes, except that the redrive
-// policy is set when Config.MaxReceives asks for one.
-func (c *core) ensureQueue(ctx context.Context, topic, group string, vt time.Duration) (string, error) {
+// tags, and TagHolding when holding (a publisher's default group); an
+// existing one keeps its attributes, except that the redrive policy is set
+// when Config.MaxReceives asks for one, and a subscriber of the default
+// group removes TagHolding.
+func (c *core) ensureQueue(ctx context.Context, topic, group string, vt time.Duration, holding bool) (string, error) {
 	const op = "sqs: create queue"
 	name := c.names.queueName(topic, group)
 	var redrive string
@@ -193,6 +232,11 @@ func (c *core) ensureQueue(ctx context.Context, topic, group string, vt time.Dur
 	got, err := c.api.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(name)})
 	if err == nil {
 		url := aws.ToString(got.QueueUrl)
+		if group == subscriber.DefaultGroup && !holding {
+			if _, err := c.api.UntagQueue(ctx, &sqs.UntagQueueInput{QueueUrl: got.QueueUrl, TagKeys: []string{TagHolding}}); err != nil {
+				return "", coded(op, err)
+			}
+		}
 		if redrive != "" {
 			if _, err := c.api.SetQueueAttributes(ctx, &sqs.SetQueueAttributesInput{
 				QueueUrl: got.QueueUrl, Attributes: map[string]string{string(types.QueueAttributeNameRedrivePolicy): redrive},
@@ -222,6 +266,9 @@ func (c *core) ensureQueue(ctx context.Context, topic, group string, vt time.Dur
 	tags := map[string]string{}
 	setTag(tags, TagTopic, topic)
 	setTag(tags, TagGroup, group)
+	if holding {
+		tags[TagHolding] = "true"
+	}
 	out, err := c.api.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs, Tags: tags})
 	if err != nil {
 		// Created meanwhile by another subscriber, with other attributes.
@@ -236,7 +283,7 @@ func (c *core) ensureQueue(ctx context.Context, topic, group string, vt time.Dur
 // dlqArn returns the ARN of topic's native dead-letter queue, creating it.
 func (c *core) dlqArn(ctx context.Context, topic string) (string, error) {
 	const op = "sqs: create queue"
-	url, err := c.ensureQueue(ctx, DLQTopic(topic), DLQGroup, c.cfg.VisibilityTimeout)
+	url, err := c.ensureQueue(ctx, DLQTopic(topic), DLQGroup, c.cfg.VisibilityTimeout, false)
 	if err != nil {
 		return "", err
 	}

@@ -215,7 +215,7 @@ func queueNamed(t *testing.T, api *sqs.Client, fifo bool, topic, group string) s
 	var url string
 	// The subscriber creates the queue when its Subscribe call opens.
 	pbtest.WaitFor(t, "the group's queue", func() bool {
-		out, err := api.GetQueueUrl(t.Context(), &sqs.GetQueueUrlInput{QueueName: aws.String(polysqs.QueueName("", fifo, topic, group))})
+		out, err := api.GetQueueUrl(t.Context(), &sqs.GetQueueUrlInput{QueueName: aws.String(polysqs.QueueName(runPrefix, fifo, topic, group))})
 		if err != nil {
 			time.Sleep(20 * time.Millisecond) // one call per 20ms at most
 			return false

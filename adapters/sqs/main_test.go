@@ -2,6 +2,7 @@ package sqs_test
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net/url"
 	"os"
@@ -13,14 +14,55 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"go.uber.org/goleak"
 
 	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/internal/brokertest"
 )
 
+// runPrefix is the queue name prefix of this test run: every test's
+// queues are under it, and TestMain deletes them at the end, so that runs
+// do not pile queues (and their messages) up on the shared ElasticMQ.
+var runPrefix = func() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = 'a' + b[i]%26
+	}
+	return "t" + string(b) + "-"
+}()
+
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		deleteQueues(runPrefix)
+		os.Exit(code)
+	}))
+}
+
+// deleteQueues deletes every queue whose name starts with prefix on the
+// ElasticMQ of POLYBUS_SQS_ENDPOINT.
+func deleteQueues(prefix string) {
+	endpoint := os.Getenv("POLYBUS_SQS_ENDPOINT")
+	if endpoint == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	api := sqs.New(sqs.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider("x", "x", "")})
+	pages := sqs.NewListQueuesPaginator(api, &sqs.ListQueuesInput{QueueNamePrefix: aws.String(prefix), MaxResults: aws.Int32(1000)})
+	for pages.HasMorePages() {
+		out, err := pages.NextPage(ctx)
+		if err != nil {
+			return
+		}
+		for _, u := range out.QueueUrls {
+			_, _ = api.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(u)})
+		}
+	}
 }
 
 var nameSeq atomic.Int64
@@ -35,7 +77,7 @@ func unique(kind string) string {
 // parameters, or skips the test (fails it under CI=true).
 func sqsURL(t testing.TB, query string) string {
 	t.Helper()
-	return withQuery(brokertest.URL(t, "sqs"), query)
+	return withQuery(withQuery(brokertest.URL(t, "sqs"), "prefix="+runPrefix), query)
 }
 
 // withQuery adds query parameters to rawURL.

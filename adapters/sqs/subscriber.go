@@ -15,6 +15,10 @@ import (
 	"github.com/polybus/polybus/subscriber"
 )
 
+// recreateAfter is how long a subscription's queue must have been missing
+// before the subscription creates it again.
+const recreateAfter = 30 * time.Second
+
 // subDriver is the subscriber.Driver: a subscription is its group's queue,
 // read by Config.Receivers long-polling receivers.
 type subDriver struct{ c *core }
@@ -34,7 +38,7 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 			vt += time.Second
 		}
 	}
-	url, err := d.c.ensureQueue(ctx, topic, cfg.Group, vt)
+	url, err := d.c.ensureQueue(ctx, topic, cfg.Group, vt, false)
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +132,7 @@ type ackID struct {
 func (s *subscription) receive() {
 	const op = "sqs: receive"
 	backoff := 50 * time.Millisecond
+	var missing time.Time // since when the queue has been missing
 	for {
 		// One credit at least, then up to 10.
 		select {
@@ -170,12 +175,24 @@ func (s *subscription) receive() {
 			}
 			if isNotFound(err) {
 				// The queue is gone (deleted, or lost by a broker without
-				// queue storage): create it again.
-				if url, cerr := s.c.ensureQueue(s.ctx, s.topic, s.group, s.vt); cerr == nil {
-					s.mu.Lock()
-					s.url = url
-					s.mu.Unlock()
+				// queue storage): create it again, once it has been gone
+				// for a while. A broker that restarts may not know its
+				// queues for some seconds (ElasticMQ restores them one by
+				// one), and a queue created meanwhile would stand in for
+				// the restored one and its messages.
+				if missing.IsZero() {
+					missing = time.Now()
 				}
+				if time.Since(missing) > recreateAfter {
+					if url, cerr := s.c.ensureQueue(s.ctx, s.topic, s.group, s.vt, false); cerr == nil {
+						s.mu.Lock()
+						s.url = url
+						s.mu.Unlock()
+						missing = time.Time{}
+					}
+				}
+			} else {
+				missing = time.Time{}
 			}
 			s.report(receiveError(op, err))
 			if !s.pause(backoff) {
@@ -184,7 +201,7 @@ func (s *subscription) receive() {
 			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
-		backoff = 50 * time.Millisecond
+		backoff, missing = 50*time.Millisecond, time.Time{}
 		if got == 0 {
 			continue
 		}
