@@ -3,6 +3,8 @@ package rabbitmq
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -291,9 +293,12 @@ func (s *subscription) run() {
 			}()
 			err := s.start(ctx)
 			cancel()
+			debugf("start %s/%s: %v", s.topic, s.group, err)
 			if err != nil {
-				if ctx.Err() != nil {
+				select {
+				case <-s.stop:
 					return
+				default:
 				}
 				switch ErrorCode(err) {
 				case message.PermissionDenied, message.InvalidArgument, message.Closed:
@@ -321,8 +326,10 @@ func (s *subscription) run() {
 			s.teardown()
 			return
 		case <-lost:
+			debugf("lost %s/%s", s.topic, s.group)
 			s.teardown()
 		case <-s.wake:
+			debugf("wake %s/%s ended=%v", s.topic, s.group, s.anyEnded())
 			if s.anyEnded() {
 				// A channel closed under a consumer (a queue deleted, a
 				// consumer cancelled by the broker): start over.
@@ -330,6 +337,7 @@ func (s *subscription) run() {
 			}
 		case <-tick:
 			if err := s.rebalance(); err != nil {
+				debugf("rebalance %s/%s: %v", s.topic, s.group, err)
 				s.teardown()
 			}
 		}
@@ -603,4 +611,12 @@ func (s *subscription) Close() error {
 	close(s.stop)
 	<-s.done
 	return nil
+}
+
+var debug = os.Getenv("POLYBUS_RABBITMQ_DEBUG") != ""
+
+func debugf(format string, args ...any) {
+	if debug {
+		fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
+	}
 }
