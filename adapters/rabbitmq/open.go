@@ -293,18 +293,13 @@ func (c *core) dial(ctx context.Context) (*amqp.Connection, error) {
 		return nil, ctx.Err()
 	}
 	if r.err != nil {
-		code := ErrorCode(r.err)
-		var ne net.Error
-		if errors.As(r.err, &ne) && ne.Timeout() {
-			code = message.Unavailable
+		// A refused login is final; every other failure to connect (a
+		// refused or reset connection, a handshake that timed out or broke
+		// off) is worth another try.
+		if ErrorCode(r.err) == message.PermissionDenied {
+			return nil, message.Errorf(message.PermissionDenied, op, "the broker at %s refused the login or vhost: %w", polybus.Redact(c.cfg.URL), r.err)
 		}
-		if code == message.PermissionDenied {
-			return nil, message.Errorf(code, op, "the broker at %s refused the login or vhost: %w", polybus.Redact(c.cfg.URL), r.err)
-		}
-		if code == message.Unknown || code == message.NotFound {
-			code = message.Unavailable
-		}
-		return nil, message.Errorf(code, op, "%s: %w", polybus.Redact(c.cfg.URL), r.err)
+		return nil, message.Errorf(message.Unavailable, op, "%s: %w", polybus.Redact(c.cfg.URL), r.err)
 	}
 	return r.conn, nil
 }

@@ -111,10 +111,10 @@ func (cfg *Config) declareGroup(ch *amqp.Channel, topic, group string) error {
 func declareRetry(ch *amqp.Channel, q string, b time.Duration) (string, error) {
 	name := retryQueueName(q, b.String())
 	_, err := ch.QueueDeclare(name, true, false, false, false, amqp.Table{
-		amqp.QueueTypeArg:                 amqp.QueueTypeClassic,
-		amqp.QueueMessageTTLArg:           b.Milliseconds(),
-		argDLX:   "",
-		argDLRK: q,
+		amqp.QueueTypeArg:       amqp.QueueTypeClassic,
+		amqp.QueueMessageTTLArg: b.Milliseconds(),
+		argDLX:                  "",
+		argDLRK:                 q,
 	})
 	if err != nil {
 		return "", declareError("rabbitmq: nack", "retry queue "+name, err)
