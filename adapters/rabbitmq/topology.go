@@ -63,14 +63,18 @@ func (cfg *Config) groupQueues(topic, group string) []groupQueue {
 	return qs
 }
 
-// queueArgs returns the arguments of a group queue.
-func (cfg *Config) queueArgs(partitioned bool) amqp.Table {
+// queueArgs returns the arguments of a group queue of topic. The queues
+// of the dead-letter topic itself do not dead-letter.
+func (cfg *Config) queueArgs(topic string, partitioned bool) amqp.Table {
 	args := amqp.Table{}
 	if partitioned {
 		args[amqp.QueueTypeArg] = amqp.QueueTypeQuorum
 		args[amqp.SingleActiveConsumerArg] = true
 	} else {
 		args[amqp.QueueTypeArg] = string(cfg.QueueType)
+	}
+	if topic == cfg.DeadLetterTopic {
+		return args
 	}
 	if cfg.DeliveryLimit > 0 {
 		args[argDeliveryLimit] = int64(cfg.DeliveryLimit)
@@ -95,7 +99,7 @@ func (cfg *Config) declareGroup(ch *amqp.Channel, topic, group string) error {
 		return declareError(op, "exchange "+topic, err)
 	}
 	for _, q := range cfg.groupQueues(topic, group) {
-		if _, err := ch.QueueDeclare(q.name, true, false, false, false, cfg.queueArgs(q.part >= 0)); err != nil {
+		if _, err := ch.QueueDeclare(q.name, true, false, false, false, cfg.queueArgs(topic, q.part >= 0)); err != nil {
 			return declareError(op, "queue "+q.name, err)
 		}
 		if err := ch.QueueBind(q.name, q.key, topic, false, nil); err != nil {
