@@ -10,13 +10,61 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
 	"github.com/polybus/polybus"
+	"github.com/polybus/polybus/adapters/rabbitmq"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	removeDeclared()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// removeDeclared deletes the queues and exchanges that the tests declared
+// on the shared broker: quorum queues left behind slow its restarts.
+// POLYBUS_RABBITMQ_KEEP=1 keeps them, to look at.
+func removeDeclared() {
+	u := os.Getenv("POLYBUS_AMQP_URL")
+	if u == "" || os.Getenv("POLYBUS_RABBITMQ_KEEP") == "1" {
+		return
+	}
+	exchanges, queues := rabbitmq.Declared()
+	if len(exchanges)+len(queues) == 0 {
+		return
+	}
+	conn, err := amqp.Dial(u)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cleanup: %v\n", err)
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return
+	}
+	for _, q := range queues {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			if ch, err = conn.Channel(); err != nil {
+				return
+			}
+		}
+	}
+	for _, e := range exchanges {
+		if err := ch.ExchangeDelete(e, false, false); err != nil {
+			if ch, err = conn.Channel(); err != nil {
+				return
+			}
+		}
+	}
 }
 
 var nameSeq atomic.Int64

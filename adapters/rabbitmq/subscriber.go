@@ -136,6 +136,7 @@ func (s *subscription) start(ctx context.Context) error {
 		// whose consumer count is then the number of members. Nothing is
 		// ever routed to it.
 		name := membersQueueName(s.topic, s.group)
+		note(false, name)
 		if _, err := ch.QueueDeclare(name, false, false, false, false, amqp.Table{"x-expires": int64(time.Hour / time.Millisecond)}); err != nil {
 			_ = ch.Close()
 			return declareError("rabbitmq: subscribe", "queue "+name, err)

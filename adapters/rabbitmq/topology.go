@@ -37,8 +37,19 @@ func bucket(d time.Duration) time.Duration {
 	return delayBuckets[len(delayBuckets)-1]
 }
 
+// declared, when set (by tests), is told the name of every exchange and
+// queue declared, so that the tests can delete them afterwards.
+var declared func(exchange bool, name string)
+
+func note(exchange bool, name string) {
+	if declared != nil {
+		declared(exchange, name)
+	}
+}
+
 // declareExchange declares topic's exchange: durable, of type topic.
 func declareExchange(ch *amqp.Channel, topic string) error {
+	note(true, topic)
 	return ch.ExchangeDeclare(topic, amqp.ExchangeTopic, true, false, false, false, nil)
 }
 
@@ -99,6 +110,7 @@ func (cfg *Config) declareGroup(ch *amqp.Channel, topic, group string) error {
 		return declareError(op, "exchange "+topic, err)
 	}
 	for _, q := range cfg.groupQueues(topic, group) {
+		note(false, q.name)
 		if _, err := ch.QueueDeclare(q.name, true, false, false, false, cfg.queueArgs(topic, q.part >= 0)); err != nil {
 			return declareError(op, "queue "+q.name, err)
 		}
@@ -114,6 +126,7 @@ func (cfg *Config) declareGroup(ch *amqp.Channel, topic, group string) error {
 // default exchange.
 func declareRetry(ch *amqp.Channel, q string, b time.Duration) (string, error) {
 	name := retryQueueName(q, b.String())
+	note(false, name)
 	_, err := ch.QueueDeclare(name, true, false, false, false, amqp.Table{
 		amqp.QueueTypeArg:       amqp.QueueTypeClassic,
 		amqp.QueueMessageTTLArg: b.Milliseconds(),
