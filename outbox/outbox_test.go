@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -27,7 +28,12 @@ import (
 	"github.com/polybus/polybus/outbox"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(relayChild())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 type backend struct {
 	name    string
