@@ -158,6 +158,10 @@ func coded(op string, err error) error {
 	return message.Wrap(ErrorCode(err), op, err)
 }
 
+// isRefused reports whether err is a refused connection: nobody listens,
+// and asking again at once will not change that.
+func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+
 // isNotFound reports whether err says that a queue does not exist.
 func isNotFound(err error) bool {
 	return ErrorCode(err) == message.NotFound

@@ -148,8 +148,20 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 		c.api = sqs.NewFromConfig(ac, opts)
 	}
 	// One call to learn that the endpoint answers and takes the
-	// credentials.
-	_, err := c.api.ListQueues(ctx, &sqs.ListQueuesInput{QueueNamePrefix: aws.String(cfg.Prefix), MaxResults: aws.Int32(1)})
+	// credentials; tried again (it changes nothing) after a transient
+	// failure, such as the connection that Go's HTTP client sometimes
+	// closes under a response it is reading (aws-sdk-go-v2 issue 1825).
+	var err error
+	for attempt := 1; ; attempt++ {
+		_, err = c.api.ListQueues(ctx, &sqs.ListQueuesInput{QueueNamePrefix: aws.String(cfg.Prefix), MaxResults: aws.Int32(1)})
+		if err == nil || ctx.Err() != nil || attempt == 3 || ErrorCode(err) != message.Unavailable || isRefused(err) {
+			break
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
 	if err != nil {
 		tr.CloseIdleConnections()
 		if ctx.Err() != nil {
