@@ -76,6 +76,16 @@ type Config struct {
 	// still unfinished then are redelivered by the next owner. Default 10s.
 	RevokeTimeout time.Duration
 
+	// CommitInterval, when positive, makes acks asynchronous: Ack records
+	// the messages as done and returns, and the subscription commits
+	// every CommitInterval (and at each rebalance and at Close, before it
+	// leaves the group). Default 0: every ack batch is committed before
+	// Ack returns. An interval spares the group coordinator one commit
+	// per ack batch, at a cost: a crash redelivers up to an interval's
+	// worth of acked messages, and an at-most-once subscriber's acks are
+	// no longer confirmed before its handlers run.
+	CommitInterval time.Duration
+
 	// MaxWait is how long a fetch waits at the broker for new messages
 	// when there are none. Default 500ms.
 	MaxWait time.Duration
@@ -103,7 +113,7 @@ func (c *Config) fill() error {
 		}
 	}
 	if c.ConnectTimeout < 0 || c.SessionTimeout < 0 || c.HeartbeatInterval < 0 || c.RebalanceTimeout < 0 ||
-		c.RevokeTimeout < 0 || c.MaxWait < 0 || c.FetchMaxBytes < 0 || c.Partitions < 0 || c.Replication < 0 {
+		c.RevokeTimeout < 0 || c.CommitInterval < 0 || c.MaxWait < 0 || c.FetchMaxBytes < 0 || c.Partitions < 0 || c.Replication < 0 {
 		return bad("negative duration or count in config")
 	}
 	if c.ClientID == "" {
@@ -227,6 +237,7 @@ func configFromURL(u *url.URL) (Config, error) {
 	c.HeartbeatInterval = p.Duration("heartbeat_interval", 0)
 	c.RebalanceTimeout = p.Duration("rebalance_timeout", 0)
 	c.RevokeTimeout = p.Duration("revoke_timeout", 0)
+	c.CommitInterval = p.Duration("commit_interval", 0)
 	c.MaxWait = p.Duration("max_wait", 0)
 	c.FetchMaxBytes = p.Int("fetch_max_bytes", 0)
 	if err := p.Err(); err != nil {

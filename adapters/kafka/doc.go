@@ -77,6 +77,12 @@
 // passes a message whose handler has not finished. A crash therefore
 // redelivers, to the partition's next owner, every unacked message and
 // any acked ones behind it (at-least-once; duplicates keep their ID).
+// commit_interval=D (Config.CommitInterval) trades that for fewer
+// commits: Ack returns at once and the subscription commits every D, at
+// each rebalance and at Close, so a crash can also redeliver up to D's
+// worth of acked messages, and an at-most-once subscriber's acks are not
+// confirmed before its handlers run. Use it for high-throughput
+// at-least-once consumers; the default suits every mode.
 //
 // Rebalances: when a member joins or leaves (or dies, noticed within
 // session_timeout), kafka-go ends the generation at the next heartbeat.
@@ -145,6 +151,8 @@
 //	rebalance_timeout=30s   how long the coordinator waits for members to rejoin
 //	revoke_timeout=10s      how long a member finishes handed-out work at a
 //	                        rebalance before it gives its partitions up
+//	commit_interval=0       commit asynchronously this often instead of on every
+//	                        ack batch (see Acks and commits)
 //	max_wait=500ms          how long a fetch waits at the broker for new messages
 //	fetch_max_bytes=16777216   most bytes of one partition fetch
 //

@@ -66,6 +66,10 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 		attempts: map[partOffset]int{},
 	}
 	go s.groupLoop()
+	if c.cfg.CommitInterval > 0 {
+		s.committerDone = make(chan struct{})
+		go s.committer(c.cfg.CommitInterval)
+	}
 	// Wait (a bounded time) for the first generation, so that a new group
 	// that starts at the latest offset has fixed it before Subscribe goes
 	// on; a slow rebalance goes on in the background.
@@ -128,6 +132,9 @@ type subscription struct {
 	firstGen chan struct{}  // closed when the first generation has started
 	loopDone chan struct{}
 	genOnce  sync.Once
+	// committerDone is closed when the committer (CommitInterval > 0)
+	// has returned; nil without one.
+	committerDone chan struct{}
 
 	mu       sync.Mutex
 	gen      *genState
@@ -197,6 +204,11 @@ func (s *subscription) groupLoop() {
 		if err != nil {
 			if s.ctx.Err() != nil || errors.Is(err, kafkago.ErrGroupClosed) {
 				return
+			}
+			if errors.Is(err, kafkago.RebalanceInProgress) {
+				// The ordinary way into the next generation: kafka-go
+				// rejoins at once, nothing for Receive to report.
+				continue
 			}
 			s.report(err)
 			continue
@@ -589,6 +601,9 @@ func (s *subscription) Ack(ctx context.Context, ids []any) error {
 	}
 	s.mu.Unlock()
 	s.signal(s.settled)
+	if s.committerDone != nil {
+		return nil // the committer commits them within CommitInterval
+	}
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	var errs []error
@@ -598,6 +613,35 @@ func (s *subscription) Ack(ctx context.Context, ids []any) error {
 		}
 	}
 	return coded("kafka: ack", errors.Join(errs...))
+}
+
+// committer commits the current generation's progress every interval
+// until the subscription closes (CommitInterval > 0).
+func (s *subscription) committer(interval time.Duration) {
+	defer close(s.committerDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			return
+		}
+		s.mu.Lock()
+		gs := s.gen
+		s.mu.Unlock()
+		if gs == nil {
+			continue
+		}
+		s.commitMu.Lock()
+		err := s.commitLocked(gs)
+		s.commitMu.Unlock()
+		if err != nil && !errors.Is(err, kafkago.RebalanceInProgress) && !errors.Is(err, kafkago.IllegalGeneration) {
+			// A commit that meets the rebalance is redone by the
+			// revoke; anything else is worth Receive's report.
+			s.report(err)
+		}
+	}
 }
 
 // commitLocked commits every partition of gs whose lowest unfinished
@@ -698,6 +742,9 @@ func (s *subscription) Close() error {
 	s.cancel()
 	err := s.cg.Close()
 	<-s.loopDone
+	if s.committerDone != nil {
+		<-s.committerDone
+	}
 	return coded("kafka: close", err)
 }
 

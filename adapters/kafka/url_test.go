@@ -24,17 +24,17 @@ func TestConfigFromURL(t *testing.T) {
 		{"kafka://h1", func(c polykafka.Config) bool {
 			return len(c.Brokers) == 1 && c.Brokers[0] == "h1:9092" && c.Partitions == 1 && c.Replication == 1 &&
 				c.ConnectTimeout == 10*time.Second && c.SessionTimeout == 10*time.Second && c.HeartbeatInterval == time.Second &&
-				c.RebalanceTimeout == 30*time.Second && c.RevokeTimeout == 10*time.Second && c.MaxWait == 500*time.Millisecond &&
+				c.RebalanceTimeout == 30*time.Second && c.RevokeTimeout == 10*time.Second && c.CommitInterval == 0 && c.MaxWait == 500*time.Millisecond &&
 				c.FetchMaxBytes == 16<<20 && c.ClientID == "polybus" && !c.TLS && c.SASL == ""
 		}},
 		{"kafka://h1:9093,h2:9094/", func(c polykafka.Config) bool {
 			return len(c.Brokers) == 2 && c.Brokers[0] == "h1:9093" && c.Brokers[1] == "h2:9094"
 		}},
-		{"kafka://h?partitions=6&replication=3&client_id=app&connect_timeout=2s&session_timeout=20s&heartbeat_interval=2s&rebalance_timeout=40s&revoke_timeout=15s&max_wait=1s&fetch_max_bytes=1048576",
+		{"kafka://h?partitions=6&replication=3&client_id=app&connect_timeout=2s&session_timeout=20s&heartbeat_interval=2s&rebalance_timeout=40s&revoke_timeout=15s&commit_interval=100ms&max_wait=1s&fetch_max_bytes=1048576",
 			func(c polykafka.Config) bool {
 				return c.Partitions == 6 && c.Replication == 3 && c.ClientID == "app" && c.ConnectTimeout == 2*time.Second &&
 					c.SessionTimeout == 20*time.Second && c.HeartbeatInterval == 2*time.Second && c.RebalanceTimeout == 40*time.Second &&
-					c.RevokeTimeout == 15*time.Second && c.MaxWait == time.Second && c.FetchMaxBytes == 1<<20
+					c.RevokeTimeout == 15*time.Second && c.CommitInterval == 100*time.Millisecond && c.MaxWait == time.Second && c.FetchMaxBytes == 1<<20
 			}},
 		{"kafka://u:p%40ss@h?sasl=scram-sha-512", func(c polykafka.Config) bool {
 			return c.User == "u" && c.Password == "p@ss" && c.SASL == polykafka.SASLScramSHA512
