@@ -211,26 +211,57 @@ func (d *Driver) AppendTx(ctx context.Context, tx *sql.Tx, stream string, expect
 	if !expected.Holds(version) {
 		return res, &eventstore.ConflictError{Stream: stream, Expected: expected, Actual: version}
 	}
-	ins, err := tx.PrepareContext(ctx, "INSERT INTO "+d.events+
-		" (event_id, stream, version, type, data, metadata, time_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq, tx")
-	if err != nil {
-		return res, err
-	}
-	defer ins.Close()
-	for i, r := range recs {
-		md, err := encodeMD(r.Metadata)
+	// Multi-row inserts, in chunks under both databases' parameter
+	// limits. Rows of one statement take their seq in VALUES order, so a
+	// stream's events are in version order in the global log too.
+	const chunk = 500
+	for start := 0; start < len(recs); start += chunk {
+		part := recs[start:min(start+chunk, len(recs))]
+		var sb strings.Builder
+		sb.WriteString("INSERT INTO " + d.events + " (event_id, stream, version, type, data, metadata, time_ms) VALUES ")
+		args := make([]any, 0, 7*len(part))
+		for i, r := range part {
+			md, err := encodeMD(r.Metadata)
+			if err != nil {
+				return res, err
+			}
+			data := r.Data
+			if data == nil {
+				data = []byte{}
+			}
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			n := len(args)
+			sb.WriteString("(")
+			for k := 1; k <= 7; k++ {
+				if k > 1 {
+					sb.WriteString(", ")
+				}
+				sb.WriteString("$" + strconv.Itoa(n+k))
+			}
+			sb.WriteString(")")
+			args = append(args, r.ID, stream, version+int64(start+i)+1, r.Type, data, md, r.Time.UnixMilli())
+		}
+		sb.WriteString(" RETURNING seq, tx")
+		rows, err := tx.QueryContext(ctx, sb.String(), args...)
 		if err != nil {
 			return res, err
 		}
-		data := r.Data
-		if data == nil {
-			data = []byte{}
+		for rows.Next() {
+			var seq, txid int64
+			if err := rows.Scan(&seq, &txid); err != nil {
+				rows.Close()
+				return res, err
+			}
+			if p := (eventstore.Position{Commit: uint64(txid), Seq: seq}); res.Position.Less(p) {
+				res.Position = p
+			}
 		}
-		var seq, txid int64
-		if err := ins.QueryRowContext(ctx, r.ID, stream, version+int64(i)+1, r.Type, data, md, r.Time.UnixMilli()).Scan(&seq, &txid); err != nil {
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return res, err
 		}
-		res.Position = eventstore.Position{Commit: uint64(txid), Seq: seq}
 	}
 	res.Version = version + int64(len(recs))
 	if _, err := tx.ExecContext(ctx, "UPDATE "+d.streams+" SET version = $1 WHERE stream = $2", res.Version, stream); err != nil {
