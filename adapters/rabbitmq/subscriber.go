@@ -104,6 +104,7 @@ type consumer struct {
 	holding     bool // stepping back or stopped: deliveries are not returned
 	outstanding int  // returned by Receive and not settled
 	seen        bool // has delivered since it started: it is the active one
+	reset       bool // a message was nacked: hand the partition back (ordered layout)
 	hold        chan struct{}
 	settled     chan struct{} // signalled when outstanding reaches 0 while holding
 	fwd         chan struct{} // closed when the forwarder returns
@@ -335,6 +336,8 @@ func (s *subscription) run() {
 				// A channel closed under a consumer (a queue deleted, a
 				// consumer cancelled by the broker): start over.
 				s.teardown()
+			} else if err := s.resetNacked(); err != nil {
+				s.teardown()
 			}
 		case <-tick:
 			if err := s.rebalance(); err != nil {
@@ -343,6 +346,48 @@ func (s *subscription) run() {
 			}
 		}
 	}
+}
+
+// resetNacked hands back each partition on which a message was nacked
+// without delay: once every message of it handed out is settled, it closes
+// the partition's channel, so that the broker returns the nacked message and
+// every later one it had delivered to the head of the queue, in delivery
+// order, and consumes the partition again.
+func (s *subscription) resetNacked() error {
+	for i, k := range s.cons {
+		k.mu.Lock()
+		reset := k.reset
+		k.mu.Unlock()
+		if !reset {
+			continue
+		}
+		if err := s.stepBack(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stepBack stops handing out k's messages, waits until those handed out are
+// settled, closes its channel and consumes its queue again.
+func (s *subscription) stepBack(i int) error {
+	k := s.cons[i]
+	if k.stopHolding() > 0 {
+		select {
+		case <-k.settled:
+		case <-s.stop:
+			return nil
+		}
+	}
+	_ = k.ch.Close()
+	<-k.fwd
+	nk, err := s.consume(context.Background(), s.queues[i])
+	if err != nil {
+		return err
+	}
+	s.cons[i] = nk
+	s.ping(s.queues[i])
+	return nil
 }
 
 func (s *subscription) anyEnded() bool {
@@ -390,26 +435,10 @@ func (s *subscription) rebalance() error {
 	if len(active) <= share {
 		return nil
 	}
-	excess := active[share:]
-	for _, i := range excess {
-		k := s.cons[i]
-		if k.stopHolding() > 0 {
-			select {
-			case <-k.settled:
-			case <-s.stop:
-				return nil
-			}
-		}
-		_ = k.ch.Close()
-		<-k.fwd
-	}
-	for _, i := range excess {
-		k, err := s.consume(context.Background(), s.queues[i])
-		if err != nil {
+	for _, i := range active[share:] {
+		if err := s.stepBack(i); err != nil {
 			return err
 		}
-		s.cons[i] = k
-		s.ping(s.queues[i])
 	}
 	return nil
 }
@@ -511,7 +540,21 @@ func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration)
 	var errs []error
 	for _, id := range ids {
 		a := id.(*ackID)
-		if s.stopping.Load() && delay == 0 {
+		if delay == 0 && (s.stopping.Load() || a.k.q.part >= 0) {
+			// A requeued message would come back behind the later ones
+			// this channel already holds. In the ordered layout the
+			// partition is handed back instead (see resetNacked), which
+			// returns it and all later ones in delivery order; a stopping
+			// subscription's channels are closed anyway.
+			if a.k.q.part >= 0 && !s.stopping.Load() {
+				a.k.mu.Lock()
+				a.k.reset = true
+				a.k.mu.Unlock()
+				select {
+				case s.wake <- struct{}{}:
+				default:
+				}
+			}
 			a.k.settle(1)
 			continue
 		}
