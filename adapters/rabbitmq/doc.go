@@ -66,8 +66,10 @@
 // a partition count that is a multiple of the member count, every member
 // ends up with the same number of partitions; otherwise some get one less
 // (or, with more members than partitions, none). Capabilities.Rebalance is
-// 4 rebalance intervals plus two heartbeats (a dead connection's detection)
-// plus 5s.
+// 4 rebalance intervals plus 8s (10s by default): a subscriber that joins,
+// leaves or whose process dies (its kernel closes its connection) is seen at
+// once; one cut off by the network is seen by the broker only after two
+// missed heartbeats, which the bound does not cover.
 //
 // Hand-over: a partition changes hands only after its outgoing subscriber
 // has settled every message of it that it handed to a handler, so a later
@@ -114,7 +116,13 @@
 // (per partition queue in the ordered layout; the portable subscriber still
 // hands out at most Prefetch at a time). Acks are AMQP acks, one per
 // message (AMQP does not confirm them). A nack without delay is a nack with
-// requeue. A nack with a delay publishes a copy (with confirm) to the delay
+// requeue in the unordered layout. In the ordered layout it hands the
+// partition back instead: once the partition's other handed-out messages
+// are settled, its channel is closed, so the broker returns the nacked
+// message and every later one to the head of the queue in delivery order
+// (a requeue would put the nacked message behind the later ones already
+// delivered), and the subscription consumes it again, at the end of the
+// line; the partition may so move to another subscriber. A nack with a delay publishes a copy (with confirm) to the delay
 // queue of the delay's bucket, "group~<bucket>@topic" or
 // "group#n~<bucket>@topic", a durable classic queue with that message TTL
 // that dead-letters back to the group's queue through the default exchange,

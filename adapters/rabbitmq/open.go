@@ -128,10 +128,12 @@ func newCore(cfg *Config) (*core, error) {
 }
 
 // rebalanceBound is the declared Rebalance: a few rebalance rounds, each a
-// count of the members and the hand-over of partitions, plus the broker's
-// detection of a dead connection (two heartbeats).
+// count of the members and the hand-over of partitions, and time for the
+// hand-overs' in-flight handlers. A process that dies has its connection
+// closed by its kernel, which the broker sees at once; a network cut is
+// seen only after two missed heartbeats, which the bound does not cover.
 func rebalanceBound(cfg *Config) time.Duration {
-	return 4*cfg.RebalanceInterval + 2*cfg.Heartbeat + 5*time.Second
+	return 4*cfg.RebalanceInterval + 8*time.Second
 }
 
 func tlsConfig(cfg *Config, u *url.URL) (*tls.Config, error) {

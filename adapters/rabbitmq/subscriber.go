@@ -3,8 +3,6 @@ package rabbitmq
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -295,7 +293,6 @@ func (s *subscription) run() {
 			}()
 			err := s.start(ctx)
 			cancel()
-			debugf("start %s/%s: %v", s.topic, s.group, err)
 			if err != nil {
 				select {
 				case <-s.stop:
@@ -328,10 +325,8 @@ func (s *subscription) run() {
 			s.teardown()
 			return
 		case <-lost:
-			debugf("lost %s/%s", s.topic, s.group)
 			s.teardown()
 		case <-s.wake:
-			debugf("wake %s/%s ended=%v", s.topic, s.group, s.anyEnded())
 			if s.anyEnded() {
 				// A channel closed under a consumer (a queue deleted, a
 				// consumer cancelled by the broker): start over.
@@ -341,7 +336,6 @@ func (s *subscription) run() {
 			}
 		case <-tick:
 			if err := s.rebalance(); err != nil {
-				debugf("rebalance %s/%s: %v", s.topic, s.group, err)
 				s.teardown()
 			}
 		}
@@ -655,12 +649,4 @@ func (s *subscription) Close() error {
 	close(s.stop)
 	<-s.done
 	return nil
-}
-
-var debug = os.Getenv("POLYBUS_RABBITMQ_DEBUG") != ""
-
-func debugf(format string, args ...any) {
-	if debug {
-		fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
-	}
 }
