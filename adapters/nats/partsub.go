@@ -19,9 +19,12 @@ import (
 // the client it was delivered to.
 const pinHeader = "Nats-Pin-Id"
 
+// pullWait is how long one pull request of an acquired partition waits.
+const pullWait = 500 * time.Millisecond
+
 // acquireWait is how long one pull of a partition being taken over waits
 // for a message before the subscription looks at the consumer's state.
-const acquireWait = 300 * time.Millisecond
+const acquireWait = 100 * time.Millisecond
 
 // psub is a subscription to a partitioned stream: one member of the group.
 // It pulls from the partitions that the group's membership assigns to it,
@@ -86,7 +89,9 @@ type part struct {
 	p    int
 	name string // the partition's consumer
 	cons jetstream.Consumer
-	cc   jetstream.ConsumeContext // nil until acquired
+	// pullStop is closed to stop the puller, which closes pullDone when
+	// it has stopped; both nil until the partition is acquired.
+	pullStop, pullDone chan struct{}
 
 	// Guarded by psub.mu:
 	state partState
@@ -96,12 +101,12 @@ type part struct {
 	// lost: the pin moved, so the partition must be handed back and
 	// acquired afresh.
 	lost bool
-	// buf holds the messages pulled and not yet returned by Receive.
-	buf []jetstream.Msg
+	// buf holds the messages pulled and not yet returned by Receive, and
+	// those nacked while pt was being handed over (nacked counts them).
+	buf    []jetstream.Msg
+	nacked int
 	// outstanding counts messages returned by Receive and not settled.
 	outstanding int
-
-	drained bool // cc is stopped (or being drained)
 
 	cancel  chan struct{} // closed to abandon an acquisition
 	settled chan struct{} // poked when outstanding reaches 0 while releasing
@@ -310,31 +315,14 @@ func (s *psub) reconcile() {
 // starts consuming.
 func (s *psub) acquire(pt *part) {
 	first, ok := s.verify(pt)
-	var cc jetstream.ConsumeContext
-	for ok {
-		var err error
-		cc, err = pt.cons.Consume(func(m jetstream.Msg) { s.deliver(pt, m) },
-			jetstream.PullMaxMessages(s.perPart),
-			jetstream.PullExpiry(pullExpiry),
-			// See subscription.open for the short heartbeat.
-			jetstream.PullHeartbeat(time.Second),
-			jetstream.PullPriorityGroup(priorityGroup),
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { s.consumeError(pt, err) }),
-		)
-		if err == nil {
-			break
-		}
-		if !s.pause(pt, time.Second) {
-			ok = false
-		}
-	}
 	s.mu.Lock()
 	if first != nil {
 		pt.buf = append([]jetstream.Msg{first}, pt.buf...)
 	}
-	pt.cc = cc
 	if ok && pt.state == acquiring && !s.closing {
 		pt.state = active
+		pt.pullStop, pt.pullDone = make(chan struct{}), make(chan struct{})
+		go s.pull(pt, pt.pullStop, pt.pullDone)
 		s.mu.Unlock()
 		s.poke(s.wake)
 		return
@@ -347,6 +335,45 @@ func (s *psub) acquire(pt *part) {
 		s.release(pt)
 	}
 	// Closing: Close hands back every partition still held.
+}
+
+// pull is pt's puller: one pull request (a Fetch) at a time, each expiring
+// after pullWait. A Fetch unsubscribes only once the server has ended its
+// request (full, or expired), so that no message can be sent to a reply
+// subject that nobody listens to any more: such a message would count as
+// delivered and come again only after its ack wait, behind newer ones. (A
+// Consume keeps requests open at the server across its unsubscribe.) Each
+// pull also renews the partition's pin.
+func (s *psub) pull(pt *part, stop, done chan struct{}) {
+	defer close(done)
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		batch, err := pt.cons.Fetch(s.perPart, jetstream.FetchMaxWait(pullWait), jetstream.FetchPriorityGroup(priorityGroup))
+		if err == nil {
+			for m := range batch.Messages() {
+				s.deliver(pt, m)
+			}
+			err = batch.Error()
+		}
+		if err == nil || errors.Is(err, natsgo.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+			backoff = 50 * time.Millisecond
+			continue
+		}
+		s.pullError(pt, err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-stop:
+			t.Stop()
+			return
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }
 
 // pause waits d, or less when pt's acquisition is cancelled or the
@@ -384,7 +411,7 @@ func (s *psub) verify(pt *part) (jetstream.Msg, bool) {
 			return nil, false
 		default:
 		}
-		if attempt > 0 && !s.pause(pt, min(time.Duration(attempt)*20*time.Millisecond, 200*time.Millisecond)) {
+		if attempt > 0 && !s.pause(pt, min(time.Duration(attempt)*10*time.Millisecond, 50*time.Millisecond)) {
 			return nil, false
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -400,8 +427,23 @@ func (s *psub) verify(pt *part) (jetstream.Msg, bool) {
 	}
 }
 
-// errRetry asks verify to try again at once.
-var errRetry = errors.New("retry")
+// errRetry asks verify to try again at once; errPinned after a pause.
+var (
+	errRetry  = errors.New("retry")
+	errPinned = errors.New("pinned to another client")
+)
+
+// pinnedElsewhere reports whether info shows the partition pinned: to its
+// previous owner, who is handing it over or whose pin has yet to expire
+// (verify holds no pin when it asks).
+func pinnedElsewhere(info *jetstream.ConsumerInfo) bool {
+	for _, g := range info.PriorityGroups {
+		if g.PinnedClientID != "" {
+			return true
+		}
+	}
+	return false
+}
 
 func (s *psub) verifyOnce(ctx context.Context, pt *part) (jetstream.Msg, error) {
 	if pt.cons == nil {
@@ -412,6 +454,19 @@ func (s *psub) verifyOnce(ctx context.Context, pt *part) (jetstream.Msg, error) 
 			return nil, err
 		}
 		pt.cons = cons
+	}
+	// No pull request while the partition is pinned elsewhere: the
+	// server would cycle it past the redeliveries that the previous owner
+	// hands back meanwhile, and each time it finds no taker for the one
+	// it popped it puts it back at the end of its redelivery queue,
+	// which scrambles their order.
+	before, err := pt.cons.Info(ctx)
+	if err != nil {
+		s.refetch(pt, err)
+		return nil, err
+	}
+	if pinnedElsewhere(before) {
+		return nil, errPinned
 	}
 	batch, err := pt.cons.Fetch(1, jetstream.FetchMaxWait(acquireWait), jetstream.FetchPriorityGroup(priorityGroup))
 	if err != nil {
@@ -454,12 +509,8 @@ func (s *psub) verifyOnce(ctx context.Context, pt *part) (jetstream.Msg, error) 
 		s.refetch(pt, err)
 		return nil, err
 	}
-	for _, g := range info.PriorityGroups {
-		if g.PinnedClientID != "" {
-			// Still pinned to its previous owner, who is handing it over
-			// or whose pin has yet to expire.
-			return nil, errors.New("pinned elsewhere")
-		}
+	if pinnedElsewhere(info) {
+		return nil, errPinned
 	}
 	if info.NumAckPending > 0 {
 		// Pending, unpinned and nothing to redeliver now: a previous
@@ -504,9 +555,10 @@ func (s *psub) deliver(pt *part, m jetstream.Msg) {
 	s.poke(s.wake)
 }
 
-// consumeError handles an error of pt's Consume: a pin that moved elsewhere
-// means pt is lost; the rest goes to Receive as the subscription's does.
-func (s *psub) consumeError(pt *part, err error) {
+// pullError handles an error of pt's puller: a pin that moved elsewhere, or
+// a consumer that went away, means pt is lost (handed back and acquired
+// afresh, re-creating the consumer); the rest goes to Receive.
+func (s *psub) pullError(pt *part, err error) {
 	switch {
 	case errors.Is(err, jetstream.ErrNoHeartbeat):
 		return
@@ -561,19 +613,18 @@ func (s *psub) release(pt *part) {
 func (s *psub) handBack(pt *part) {
 	up, _ := s.c.state.get()
 	s.stopPulling(pt)
-	if pt.cc != nil {
-		t := time.NewTimer(5 * time.Second)
+	if pt.pullDone != nil {
+		t := time.NewTimer(pullWait + 2*time.Second)
 		select {
-		case <-pt.cc.Closed():
+		case <-pt.pullDone:
 		case <-t.C:
-			pt.cc.Stop()
 		}
 		t.Stop()
 	}
 	s.mu.Lock()
-	buf := pt.buf
-	pt.buf = nil
-	pinned := pt.pin != "" || pt.cc != nil
+	buf, nacked := pt.buf, pt.nacked
+	pt.buf, pt.nacked = nil, 0
+	pinned := pt.pin != "" || pt.pullDone != nil
 	s.mu.Unlock()
 	if !up {
 		return
@@ -581,35 +632,55 @@ func (s *psub) handBack(pt *part) {
 	slices.SortFunc(buf, func(a, b jetstream.Msg) int {
 		return int64Cmp(streamSeq(a), streamSeq(b))
 	})
-	for _, m := range buf {
-		_ = m.Nak()
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if len(buf) > 0 {
-		_ = s.c.nc.FlushWithContext(ctx)
+	// The acks that the portable layer sent are applied when only what
+	// is handed back is pending: before that, the next owner could take
+	// them for a dead owner's messages.
+	// (Bounded: a message that this member never saw, such as one lost
+	// by a reconnection, stays pending until its ack wait whatever it
+	// waits.)
+	var info *jetstream.ConsumerInfo
+	wait, cancelWait := context.WithTimeout(ctx, 2*time.Second)
+	for wait.Err() == nil && pt.cons != nil {
+		i, err := pt.cons.Info(wait)
+		if err != nil {
+			break
+		}
+		if info = i; i.NumAckPending <= len(buf) {
+			break
+		}
+		t := time.NewTimer(5 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-wait.Done():
+		}
+		t.Stop()
+	}
+	cancelWait()
+	if len(buf) > 0 && nacked == 0 && info != nil && info.NumAckPending == len(buf) &&
+		info.Delivered.Consumer-info.AckFloor.Consumer == uint64(len(buf)) {
+		// Clean: every delivery since the ack floor is one of buf, none
+		// handled. A reset to the ack floor redelivers exactly these, in
+		// stream order, as first deliveries (a nack would count an
+		// attempt that no handler saw), and it is stored, so it holds
+		// across a restart of the server too.
+		if err := s.reset(ctx, pt); err == nil {
+			buf = nil
+		}
+	}
+	for i, m := range buf {
+		if i < len(buf)-1 {
+			_ = m.Nak()
+			continue
+		}
+		// The last one as a request: the server answers once it has
+		// processed it, and it processes one consumer's acks and naks
+		// in order, so all of them are applied when the answer comes.
+		_, _ = s.c.nc.RequestWithContext(ctx, m.Reply(), []byte("-NAK"))
 	}
 	if pinned {
 		_ = s.stream.UnpinConsumer(ctx, pt.name, priorityGroup)
-	}
-}
-
-// stopPulling drains pt's Consume (stops it when disconnected): no pull
-// request of pt is left at the server afterwards, and the messages that the
-// server sent before still reach the callback.
-func (s *psub) stopPulling(pt *part) {
-	s.mu.Lock()
-	cc := pt.cc
-	done := pt.drained || cc == nil
-	pt.drained = true
-	s.mu.Unlock()
-	if done {
-		return
-	}
-	if up, _ := s.c.state.get(); up {
-		cc.Drain()
-	} else {
-		cc.Stop()
 	}
 }
 
@@ -800,6 +871,7 @@ func (s *psub) Nack(ctx context.Context, ids []any, delay time.Duration) error {
 			hs = append(hs, v)
 			if stopping || v.pt.state == releasing {
 				v.pt.buf = append(v.pt.buf, v.m)
+				v.pt.nacked++
 			} else {
 				now = append(now, v.m)
 			}
@@ -842,4 +914,17 @@ func (s *psub) Close() error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// stopPulling stops pt's puller after its current pull.
+func (s *psub) stopPulling(pt *part) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pt.pullStop != nil {
+		select {
+		case <-pt.pullStop:
+		default:
+			close(pt.pullStop)
+		}
+	}
 }
