@@ -20,8 +20,9 @@
 // transaction commits. Add stamps an empty ID (UUIDv7) and Time.
 //
 // A relay loops: claim a batch, publish it, mark it published. Claiming
-// takes, for a number of keys, the oldest unpublished row of the key (its
-// head) when no other relay holds a lease on it, and leases the key's
+// takes, among the oldest 10×BatchSize unpublished rows, those that are
+// the oldest unpublished row of their key (its head) and carry no other
+// relay's live lease, and leases the key's
 // unpublished rows in order (up to BatchSize rows in all). On PostgreSQL
 // the heads are locked FOR UPDATE SKIP LOCKED, so concurrent relays claim
 // different keys without waiting on each other; on SQLite the claiming
@@ -142,6 +143,7 @@ func (o *Outbox) MigrateStatements() []string {
 			", msg_key TEXT NOT NULL, order_key TEXT NOT NULL, payload " + blob + " NOT NULL, metadata TEXT NOT NULL" +
 			", msg_time BIGINT NOT NULL, lease_owner TEXT, lease_until BIGINT, published_ms BIGINT)",
 		`CREATE INDEX IF NOT EXISTS "` + o.bare + `_pending" ON ` + o.table + " (order_key, id) WHERE published_ms IS NULL",
+		`CREATE INDEX IF NOT EXISTS "` + o.bare + `_pending_id" ON ` + o.table + " (id) WHERE published_ms IS NULL",
 		`CREATE INDEX IF NOT EXISTS "` + o.bare + `_published" ON ` + o.table + " (published_ms) WHERE published_ms IS NOT NULL",
 	}
 }

@@ -69,7 +69,7 @@ func eachBackend(t *testing.T, f func(t *testing.T, b backend)) {
 	})
 }
 
-func newOutbox(t *testing.T, b backend, now func() time.Time) *outbox.Outbox {
+func newOutbox(t testing.TB, b backend, now func() time.Time) *outbox.Outbox {
 	t.Helper()
 	name := fmt.Sprintf("outbox_test_%x", rand.Uint64())
 	o, err := outbox.New(b.db, outbox.Config{Dialect: b.dialect, Table: name, Now: now})

@@ -83,7 +83,11 @@ func (o *Outbox) Relay(cfg RelayConfig) (*Relay, error) {
 	r := &Relay{o: o, cfg: cfg, owner: message.NewID(), wake: make(chan struct{}, 1)}
 	// A head is the oldest unpublished row of its key; a key is free when
 	// its head carries no live lease.
-	r.headSQL = "SELECT o.id, o.order_key FROM " + o.table + " o WHERE o.published_ms IS NULL" +
+	// Only the oldest pending rows are candidates, so that a claim costs
+	// the same however long the backlog: a key whose head is further back
+	// waits for the rows before it.
+	r.headSQL = "SELECT o.id, o.order_key FROM " + o.table + " o WHERE o.id IN (SELECT id FROM " + o.table +
+		" WHERE published_ms IS NULL ORDER BY id LIMIT $3) AND o.published_ms IS NULL" +
 		" AND (o.lease_until IS NULL OR o.lease_until <= $1)" +
 		" AND NOT EXISTS (SELECT 1 FROM " + o.table + " p WHERE p.order_key = o.order_key AND p.published_ms IS NULL AND p.id < o.id)" +
 		" ORDER BY o.id LIMIT $2"
@@ -209,7 +213,7 @@ func (r *Relay) claim(ctx context.Context) (out []row, err error) {
 		}
 	}()
 	now := r.o.now()
-	hrows, err := tx.QueryContext(ctx, r.headSQL, now.UnixMilli(), r.cfg.BatchSize)
+	hrows, err := tx.QueryContext(ctx, r.headSQL, now.UnixMilli(), r.cfg.BatchSize, 10*r.cfg.BatchSize)
 	if err != nil {
 		return nil, err
 	}
