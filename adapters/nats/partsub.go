@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -47,6 +48,9 @@ type psub struct {
 	// twice the prefetch spread over the partitions, so that one member
 	// holding every partition has about what one unpartitioned consumer had.
 	perPart int
+	// createdFirst: this subscription created the group's consumer of
+	// partition 0, so the group is new.
+	createdFirst atomic.Bool
 
 	mem *membership
 	// legacy reads the group's consumer of the unpartitioned layout until
@@ -143,6 +147,13 @@ func openPartitioned(ctx context.Context, c *core, topic string, cfg subscriber.
 			return nil, coded(op, err)
 		}
 	}
+	if s.createdFirst.Load() && s.start == subscriber.Earliest {
+		// A group new to a migrated stream reads the messages stored
+		// before the migration too (on the topic's own subject), first.
+		if err := s.createLegacy(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.openLegacy(ctx); err != nil {
 		return nil, err
 	}
@@ -196,6 +207,9 @@ func (s *psub) consumer(ctx context.Context, p int) (jetstream.Consumer, error) 
 	if errors.Is(err, jetstream.ErrConsumerExists) {
 		return js.Consumer(ctx, s.layout.name, name)
 	}
+	if err == nil && p == 0 {
+		s.createdFirst.Store(true)
+	}
 	return cons, err
 }
 
@@ -228,6 +242,34 @@ func (s *psub) openLegacy(ctx context.Context) error {
 		return err
 	}
 	s.legacy, s.legacyCons = l, cons
+	return nil
+}
+
+// createLegacy creates the group's consumer of the topic's own subject when
+// the stream holds messages there (stored before it was migrated) and the
+// group has none.
+func (s *psub) createLegacy(ctx context.Context) error {
+	const op = "nats: subscribe"
+	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(s.topic))
+	if err != nil {
+		return coded(op, err)
+	}
+	if info.State.Subjects[s.topic] == 0 {
+		return nil
+	}
+	_, err = s.c.js.CreateConsumer(ctx, s.layout.name, jetstream.ConsumerConfig{
+		Durable:       consumerName(s.group, s.topic, true),
+		Description:   "polybus group " + s.group + " of topic " + s.topic + " (messages from before partitions)",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: s.prefetch,
+		FilterSubject: s.topic,
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+		return coded(op, err)
+	}
 	return nil
 }
 
