@@ -31,8 +31,9 @@ import (
 //   - raw-single: 100 SendMessage calls, 16 at a time (the adapter's bound
 //     on calls in flight).
 //
-// Each message has a 128-byte text payload and one ID attribute on the raw
-// side (polybus adds its ID and time attributes). The raw clients use the
+// Each message has a 128-byte text payload and two attributes, an ID and a
+// time (polybus's envelope: polybus-id, polybus-time; the raw side sends
+// the same kind under its own names). The raw clients use the
 // same SDK client as the adapter (the same HTTP transport, no SDK
 // retries). End to end, the consumer is a polybus subscriber (Prefetch
 // 64, unordered) or, for the raw sides, 2 raw receivers long-polling 10 at
@@ -142,8 +143,13 @@ func (e *benchEnv) polybus(topic string) publisher {
 	}
 }
 
+// idAttr returns the attributes of a raw message: an ID and a time, as
+// polybus's envelope carries (polybus-id, polybus-time).
 func idAttr() map[string]types.MessageAttributeValue {
-	return map[string]types.MessageAttributeValue{"id": {DataType: aws.String("String"), StringValue: aws.String(message.NewID())}}
+	return map[string]types.MessageAttributeValue{
+		"id":   {DataType: aws.String("String"), StringValue: aws.String(message.NewID())},
+		"time": {DataType: aws.String("Number"), StringValue: aws.String(strconv.FormatInt(time.Now().UnixNano(), 10))},
+	}
 }
 
 func (e *benchEnv) rawBatch(url string) publisher {

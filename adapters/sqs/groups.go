@@ -43,6 +43,10 @@ const vanishGrace = time.Minute
 // topic's name prefix when it is older than Config.GroupRefresh.
 type registry struct {
 	c *core
+	// bg runs background refreshes under ctx, which stop ends.
+	bg   sync.WaitGroup
+	ctx  context.Context
+	stop context.CancelFunc
 
 	mu     sync.Mutex
 	topics map[string]*topicQueues
@@ -62,7 +66,14 @@ type topicQueues struct {
 }
 
 func newRegistry(c *core) *registry {
-	return &registry{c: c, topics: map[string]*topicQueues{}}
+	ctx, stop := context.WithCancel(context.Background())
+	return &registry{c: c, topics: map[string]*topicQueues{}, ctx: ctx, stop: stop}
+}
+
+// close stops the background refreshes and waits for them.
+func (r *registry) close() {
+	r.stop()
+	r.bg.Wait()
 }
 
 func (r *registry) entry(topic string) *topicQueues {
@@ -83,14 +94,29 @@ func (e *topicQueues) get(ttl time.Duration) ([]string, bool) {
 }
 
 // queues returns the URLs of topic's group queues, listing them again when
-// the list is older than Config.GroupRefresh. A topic with no group gets
+// the list is older than Config.GroupRefresh: in the background when there
+// is a list to use meanwhile, before returning when there is none. A topic with no group gets
 // its default group's queue (Config.NoGroup "default") or fails with
 // NotFound ("fail").
 func (r *registry) queues(ctx context.Context, topic string) ([]string, error) {
 	const op = "sqs: publish"
 	e := r.entry(topic)
 	ttl := r.c.cfg.GroupRefresh
-	if urls, fresh := e.get(ttl); fresh {
+	urls, fresh := e.get(ttl)
+	if fresh {
+		return urls, nil
+	}
+	if len(urls) > 0 {
+		// Stale but known: publish to the list as it is and refresh it
+		// in the background, so that no Publish waits for ListQueues.
+		if e.refresh.TryLock() {
+			r.bg.Go(func() {
+				defer e.refresh.Unlock()
+				if _, fresh := e.get(ttl); !fresh {
+					_, _ = r.refreshLocked(r.ctx, topic, e)
+				}
+			})
+		}
 		return urls, nil
 	}
 	e.refresh.Lock()
@@ -98,6 +124,12 @@ func (r *registry) queues(ctx context.Context, topic string) ([]string, error) {
 	if urls, fresh := e.get(ttl); fresh {
 		return urls, nil // refreshed by another caller meanwhile
 	}
+	return r.refreshLocked(ctx, topic, e)
+}
+
+// refreshLocked lists topic's queues into e; the caller holds e.refresh.
+func (r *registry) refreshLocked(ctx context.Context, topic string, e *topicQueues) ([]string, error) {
+	const op = "sqs: publish"
 	urls, err := r.list(ctx, topic)
 	if err != nil {
 		return nil, coded(op, err)
@@ -178,11 +210,12 @@ func (r *registry) add(topic, url string) {
 	e.urls = urls
 }
 
-// forget makes the next publish to topic list its queues again.
+// forget makes the next publish to topic list its queues again, and wait
+// for the listing.
 func (r *registry) forget(topic string) {
 	e := r.entry(topic)
 	e.mu.Lock()
-	e.at = time.Time{}
+	e.urls, e.at = nil, time.Time{}
 	e.mu.Unlock()
 }
 

@@ -207,6 +207,7 @@ func capabilities(cfg *Config) message.Capabilities {
 // close releases the HTTP connections. It runs once, as the client's last
 // step.
 func (c *core) close() error {
+	c.reg.close()
 	c.tr.CloseIdleConnections()
 	return nil
 }
