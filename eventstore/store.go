@@ -65,7 +65,8 @@ func (s *Store) Codec() Codec { return s.opts.Codec }
 
 // Append appends events to stream if expected holds, atomically: all or
 // none. It fills each event's ID (when empty), Type (from the registry when
-// empty), Time, Stream, Version and Raw in place, and stamps the
+// empty), Time, Stream, Version and Raw in place (Position on the last
+// event only; read the events back for the others'), and stamps the
 // correlation and causation IDs of ctx's message (middleware.Correlation)
 // on events that carry none.
 //

@@ -398,4 +398,3 @@ func (*childTB) Fatal(args ...any) {
 	os.Exit(2)
 }
 func (c *childTB) Fatalf(f string, args ...any) { c.Fatal(fmt.Sprintf(f, args...)) }
-
