@@ -116,13 +116,8 @@
 // (per partition queue in the ordered layout; the portable subscriber still
 // hands out at most Prefetch at a time). Acks are AMQP acks, one per
 // message (AMQP does not confirm them). A nack without delay is a nack with
-// requeue in the unordered layout. In the ordered layout it hands the
-// partition back instead: once the partition's other handed-out messages
-// are settled, its channel is closed, so the broker returns the nacked
-// message and every later one to the head of the queue in delivery order
-// (a requeue would put the nacked message behind the later ones already
-// delivered), and the subscription consumes it again, at the end of the
-// line; the partition may so move to another subscriber. A nack with a delay publishes a copy (with confirm) to the delay
+// requeue (the message may then come after later ones of its key that the
+// subscriber had already received). A nack with a delay publishes a copy (with confirm) to the delay
 // queue of the delay's bucket, "group~<bucket>@topic" or
 // "group#n~<bucket>@topic", a durable classic queue with that message TTL
 // that dead-letters back to the group's queue through the default exchange,

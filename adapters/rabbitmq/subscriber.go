@@ -29,13 +29,14 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 	prefetch := max(cfg.Prefetch, 1)
 	s := &subscription{
 		c: d.c, topic: topic, group: cfg.Group, prefetch: prefetch,
-		queues:  d.c.groupQueues(topic, cfg.Group),
-		in:      make(chan item, prefetch),
-		fatal:   make(chan error, 1),
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
-		retries: map[string]uint64{},
+		queues:   d.c.groupQueues(topic, cfg.Group),
+		in:       make(chan item, prefetch),
+		fatal:    make(chan error, 1),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		retries:  map[string]uint64{},
+		returned: map[string]int{},
 	}
 	if err := s.start(ctx); err != nil {
 		return nil, err
@@ -86,7 +87,15 @@ type subscription struct {
 
 	members  int // the member count at the last rebalance
 	ticks    int
-	stopping atomic.Bool // Receive's context ended: the subscription is stopping
+	stopping atomic.Bool                     // Receive's context ended: the subscription is stopping
+	recvCtx  atomic.Pointer[context.Context] // the context of the last Receive
+
+	// returned counts, by queue and message ID, the deliveries that this
+	// subscription received and gave back unhandled by closing a channel:
+	// the broker counts each as a delivery (x-delivery-count), which the
+	// next Attempt here leaves out.
+	returnedMu sync.Mutex
+	returned   map[string]int
 
 	retryMu sync.Mutex
 	retries map[string]uint64 // retry queues declared, by connection generation
@@ -102,7 +111,6 @@ type consumer struct {
 	holding     bool // stepping back or stopped: deliveries are not returned
 	outstanding int  // returned by Receive and not settled
 	seen        bool // has delivered since it started: it is the active one
-	reset       bool // a message was nacked: hand the partition back (ordered layout)
 	hold        chan struct{}
 	settled     chan struct{} // signalled when outstanding reaches 0 while holding
 	fwd         chan struct{} // closed when the forwarder returns
@@ -211,6 +219,7 @@ func (s *subscription) forward(k *consumer) {
 		select {
 		case s.in <- item{k, d}:
 		case <-k.hold:
+			s.giveBack(k, &d)
 		case <-s.stop:
 			return
 		}
@@ -331,8 +340,6 @@ func (s *subscription) run() {
 				// A channel closed under a consumer (a queue deleted, a
 				// consumer cancelled by the broker): start over.
 				s.teardown()
-			} else if err := s.resetNacked(); err != nil {
-				s.teardown()
 			}
 		case <-tick:
 			if err := s.rebalance(); err != nil {
@@ -340,26 +347,6 @@ func (s *subscription) run() {
 			}
 		}
 	}
-}
-
-// resetNacked hands back each partition on which a message was nacked
-// without delay: once every message of it handed out is settled, it closes
-// the partition's channel, so that the broker returns the nacked message and
-// every later one it had delivered to the head of the queue, in delivery
-// order, and consumes the partition again.
-func (s *subscription) resetNacked() error {
-	for i, k := range s.cons {
-		k.mu.Lock()
-		reset := k.reset
-		k.mu.Unlock()
-		if !reset {
-			continue
-		}
-		if err := s.stepBack(i); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // stepBack stops handing out k's messages, waits until those handed out are
@@ -437,7 +424,24 @@ func (s *subscription) rebalance() error {
 	return nil
 }
 
+// isStopping reports whether the subscription is stopping: the portable
+// layer ends Receive's context only to stop it, and then hands back (nacks)
+// what it received and did not handle, whether or not Receive is running.
+func (s *subscription) isStopping() bool {
+	if s.stopping.Load() {
+		return true
+	}
+	if p := s.recvCtx.Load(); p != nil && (*p).Err() != nil {
+		s.stopping.Store(true)
+		return true
+	}
+	return false
+}
+
 func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Received, error) {
+	if p := s.recvCtx.Load(); p == nil || *p != ctx {
+		s.recvCtx.Store(&ctx)
+	}
 	var out []subscriber.Received
 	for len(out) == 0 {
 		select {
@@ -478,6 +482,7 @@ func (s *subscription) received(it item) (subscriber.Received, bool) {
 	k.mu.Lock()
 	if k.holding {
 		k.mu.Unlock()
+		s.giveBack(k, &it.d)
 		return subscriber.Received{}, false
 	}
 	d := it.d
@@ -498,6 +503,10 @@ func (s *subscription) received(it item) (subscriber.Received, bool) {
 		ReceivedAt:  time.Now(),
 	}
 	attempt := dec.attempts + deliveryCount(d.Headers) + 1
+	if n := s.taken(k, &d); n > 0 {
+		attempt = max(attempt-n, 1)
+		f.Redelivered = attempt > 1
+	}
 	if s.c.caps.AttemptCount {
 		f.Attempt = attempt
 		f.Redelivered = f.Redelivered || attempt > 1
@@ -510,6 +519,39 @@ func (s *subscription) received(it item) (subscriber.Received, bool) {
 		return false
 	})
 	return subscriber.Received{Msg: dec.msg, AckID: &ackID{k: k, d: d, attempt: attempt}}, true
+}
+
+// giveBack notes a delivery that goes back to the queue unhandled.
+func (s *subscription) giveBack(k *consumer, d *amqp.Delivery) {
+	if d.MessageId == "" {
+		return
+	}
+	if _, ping := d.Headers[hdrPing]; ping {
+		return
+	}
+	s.returnedMu.Lock()
+	if len(s.returned) > 100_000 {
+		// Given back to other subscribers and never seen again here.
+		clear(s.returned)
+	}
+	s.returned[k.q.name+"\x00"+d.MessageId]++
+	s.returnedMu.Unlock()
+}
+
+// taken returns how many times a delivery was given back unhandled, and
+// forgets it.
+func (s *subscription) taken(k *consumer, d *amqp.Delivery) int {
+	if d.MessageId == "" {
+		return 0
+	}
+	key := k.q.name + "\x00" + d.MessageId
+	s.returnedMu.Lock()
+	defer s.returnedMu.Unlock()
+	n := s.returned[key]
+	if n > 0 {
+		delete(s.returned, key)
+	}
+	return n
 }
 
 // Ack acks each message on its channel. AMQP does not confirm acks: when
@@ -534,21 +576,11 @@ func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration)
 	var errs []error
 	for _, id := range ids {
 		a := id.(*ackID)
-		if delay == 0 && (s.stopping.Load() || a.k.q.part >= 0) {
-			// A requeued message would come back behind the later ones
-			// this channel already holds. In the ordered layout the
-			// partition is handed back instead (see resetNacked), which
-			// returns it and all later ones in delivery order; a stopping
-			// subscription's channels are closed anyway.
-			if a.k.q.part >= 0 && !s.stopping.Load() {
-				a.k.mu.Lock()
-				a.k.reset = true
-				a.k.mu.Unlock()
-				select {
-				case s.wake <- struct{}{}:
-				default:
-				}
-			}
+		if delay == 0 && s.isStopping() {
+			// Leave it to the channel's close, which returns every
+			// unsettled message in delivery order: a requeue would put it
+			// behind later ones of its partition that this channel holds
+			// (and, with a single active consumer, redeliver it here).
 			a.k.settle(1)
 			continue
 		}
