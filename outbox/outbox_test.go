@@ -429,3 +429,20 @@ func TestBadConfig(t *testing.T) {
 		t.Errorf("nil tx: %v", err)
 	}
 }
+
+func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
+	db, err := sql.Open("pgx", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	o, _ := outbox.New(db, outbox.Config{Dialect: outbox.Postgres})
+	r, _ := o.Relay(outbox.RelayConfig{Publisher: broker(t).Publisher()})
+	start := time.Now()
+	if _, err := r.Once(context.Background()); !errors.Is(err, message.ErrUnavailable) || time.Since(start) > 10*time.Second {
+		t.Fatalf("relay on an unreachable database: %v after %s", err, time.Since(start))
+	}
+	if _, err := o.Stats(context.Background()); !errors.Is(err, message.ErrUnavailable) {
+		t.Fatalf("stats: %v", err)
+	}
+}
