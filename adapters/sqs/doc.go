@@ -27,12 +27,14 @@
 // names AWS does not take as tag values).
 //
 // A subscriber creates its group's queue when it opens (or uses the one
-// that exists, whose attributes it leaves alone). A publisher keeps each
-// topic's list of queues for Config.GroupRefresh (1s): a group that
-// another client created gets the messages published from at most that
-// long after its queue appeared in ListQueues (on AWS, ListQueues may lag
-// a new queue by a few seconds); a group opened by a subscriber of the same
-// client is added to the list at once. Messages published before a group's
+// that exists, whose attributes it leaves alone). A publisher trusts each
+// topic's list of queues for Config.GroupRefresh (1s), then lists them
+// again in the background while the old list still serves (the first
+// Publish of a topic waits for its listing): a group that another client
+// created gets the messages published from about GroupRefresh after its
+// queue appeared in ListQueues (on AWS, ListQueues may lag a new queue by
+// a few seconds); a group opened by a subscriber of the same client is
+// added to the list at once. Messages published before a group's
 // queue exists never reach it: SQS cannot replay, so Retained is false and
 // subscriber.Start has no effect (a new group starts with what is
 // published after it). A topic with no group at all gets a holding queue,
@@ -153,7 +155,8 @@
 // ElasticMQ only with its messages-storage on, as scripts/brokers runs it),
 // MaxMessageSize as above; not Retained. FIFO clients also declare
 // OrderPerKey and OrderPerKeyScaleOut, with Rebalance = the visibility
-// timeout; standard clients declare no order. Capabilities are the same on
+// timeout, and are named "sqs-fifo" (standard clients "sqs"); standard
+// clients declare no order. Capabilities are the same on
 // every call of one client, as the portable layer requires: FIFO is a
 // client's choice, not a topic's.
 //

@@ -78,13 +78,16 @@ func (c *core) where() string {
 func connect(ctx context.Context, cfg *Config) (*core, error) {
 	const op = "sqs: open"
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		TLSHandshakeTimeout:   cfg.ConnectTimeout,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:   true,
+		TLSHandshakeTimeout: cfg.ConnectTimeout,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		// Below the idle timeout of common servers (pekko-http, under
+		// ElasticMQ: 60s), so that polybus drops an idle connection
+		// before the server does.
+		IdleConnTimeout:       30 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
 	hc := &http.Client{Transport: tr}
