@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -48,6 +49,10 @@ func (c *core) membersBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	}
 	kv, err := c.js.KeyValue(ctx, MembersBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		storage := jetstream.FileStorage
+		if c.cfg.Storage == MemoryStorage {
+			storage = jetstream.MemoryStorage
+		}
 		kv, err = c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      MembersBucket,
 			Description: "polybus: live subscribers of partitioned consumer groups",
@@ -55,7 +60,7 @@ func (c *core) membersBucket(ctx context.Context) (jetstream.KeyValue, error) {
 			// Keys of dead members go away by themselves; liveness is
 			// judged by memberTTL, not by this.
 			TTL:      time.Minute,
-			Storage:  jetstream.MemoryStorage,
+			Storage:  storage,
 			Replicas: c.cfg.Replicas,
 		})
 	}
@@ -66,8 +71,17 @@ func (c *core) membersBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	return kv, nil
 }
 
+// forgetBucket drops the cached bucket after it went away (memory storage
+// across a server restart), so that the next membersBucket creates it.
+func (c *core) forgetBucket() {
+	c.kvMu.Lock()
+	c.kv = nil
+	c.kvMu.Unlock()
+}
+
 // membership is one subscription's membership of its group.
 type membership struct {
+	c      *core
 	kv     jetstream.KeyValue
 	prefix string
 	id     string
@@ -80,9 +94,9 @@ type membership struct {
 
 // joinGroup writes the member key and starts keeping it alive and watching
 // the group.
-func joinGroup(ctx context.Context, kv jetstream.KeyValue, prefix string) (*membership, error) {
+func joinGroup(ctx context.Context, c *core, kv jetstream.KeyValue, prefix string) (*membership, error) {
 	m := &membership{
-		kv: kv, prefix: prefix, id: memberID(),
+		c: c, kv: kv, prefix: prefix, id: memberID(),
 		out: make(chan []string, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	if _, err := kv.Put(ctx, m.key(), []byte(memberInfo())); err != nil {
@@ -154,8 +168,15 @@ func (m *membership) run(w jetstream.KeyWatcher) {
 			publish()
 		case <-beat.C:
 			ctx, cancel := context.WithTimeout(context.Background(), memberBeat)
-			// A failed beat (disconnected) is retried at the next one.
-			_, _ = m.kv.Put(ctx, m.key(), []byte(memberInfo()))
+			// A failed beat (disconnected) is retried at the next one; a
+			// bucket that went away is created again.
+			if _, err := m.kv.Put(ctx, m.key(), []byte(memberInfo())); errors.Is(err, jetstream.ErrNoStreamResponse) ||
+				errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, natsgo.ErrNoResponders) {
+				m.c.forgetBucket()
+				if kv, err := m.c.membersBucket(ctx); err == nil {
+					m.kv = kv
+				}
+			}
 			cancel()
 			publish()
 		case <-m.stop:

@@ -162,7 +162,7 @@ func openPartitioned(ctx context.Context, c *core, topic string, cfg subscriber.
 		s.closeLegacy()
 		return nil, err
 	}
-	if s.mem, err = joinGroup(ctx, kv, memberPrefix(layout.name, cfg.Group)); err != nil {
+	if s.mem, err = joinGroup(ctx, c, kv, memberPrefix(layout.name, cfg.Group)); err != nil {
 		s.closeLegacy()
 		return nil, err
 	}
@@ -569,7 +569,8 @@ func (s *psub) verifyOnce(ctx context.Context, pt *part) (jetstream.Msg, error) 
 // (or a re-created consumer) may cure.
 func (s *psub) refetch(pt *part, err error) {
 	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) ||
-		errors.Is(err, jetstream.ErrPinIDMismatch) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		errors.Is(err, jetstream.ErrPinIDMismatch) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, natsgo.ErrNoResponders) {
 		pt.cons = nil
 	}
 }
@@ -605,7 +606,14 @@ func (s *psub) pullError(pt *part, err error) {
 	case errors.Is(err, jetstream.ErrNoHeartbeat):
 		return
 	case errors.Is(err, jetstream.ErrPinIDMismatch), errors.Is(err, jetstream.ErrConsumerDeleted),
-		errors.Is(err, jetstream.ErrConsumerNotFound):
+		errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound),
+		errors.Is(err, natsgo.ErrNoResponders):
+		if !errors.Is(err, jetstream.ErrPinIDMismatch) {
+			// The consumer or its stream went away (memory storage across
+			// a server restart, or deleted): find or create the stream
+			// again; the re-acquisition re-creates the consumer.
+			s.c.streams.forget(s.topic)
+		}
 		s.mu.Lock()
 		pt.lost = true
 		s.mu.Unlock()
