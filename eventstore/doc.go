@@ -44,7 +44,7 @@
 //
 // Bad arguments are message.ErrInvalidArgument. A failed expectation is a
 // *[ConflictError], which names the stream, the expected and the actual
-// version, and matches [ErrConflict] and message.ErrUnavailable (reload
+// version, and matches [ErrConflict] and message.ErrConflict (reload
 // and retry may succeed). Data that does not decode is message.ErrPermanent.
 // Database failures are message.ErrUnavailable; context errors are returned
 // as they are.

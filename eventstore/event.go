@@ -149,9 +149,9 @@ func (v ExpectedVersion) valid() bool { return v >= StreamExists }
 var ErrConflict = errors.New("eventstore: version conflict")
 
 // ConflictError is an append whose expected version did not hold. It names
-// both versions. Its code (message.CodeOf) is message.Unavailable: the
+// both versions. Its code (message.CodeOf) is message.Conflict: the
 // append may succeed when retried after reloading the stream. errors.Is
-// matches it against ErrConflict and message.ErrUnavailable.
+// matches it against ErrConflict and message.ErrConflict.
 type ConflictError struct {
 	Stream   string
 	Expected ExpectedVersion
@@ -166,9 +166,9 @@ func (e *ConflictError) Error() string {
 // Is matches ErrConflict.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
-// Unwrap returns the coded error (message.Unavailable).
+// Unwrap returns the coded error (message.Conflict).
 func (e *ConflictError) Unwrap() error {
-	return &message.Error{Code: message.Unavailable, Op: "eventstore: append",
+	return &message.Error{Code: message.Conflict, Op: "eventstore: append",
 		Msg: fmt.Sprintf("version conflict on stream %q: expected %s, actual %d", e.Stream, e.Expected, e.Actual)}
 }
 

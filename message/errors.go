@@ -39,6 +39,10 @@ const (
 	PermissionDenied
 	// ResourceExhausted is a full buffer or quota that did not drain in time.
 	ResourceExhausted
+	// Conflict is an optimistic-concurrency failure: the state changed
+	// since it was read (an event stream's expected version did not
+	// hold). Reloading and retrying may succeed; retrying blindly cannot.
+	Conflict
 )
 
 var codeNames = [...]string{
@@ -53,6 +57,7 @@ var codeNames = [...]string{
 	Unimplemented:     "unimplemented",
 	PermissionDenied:  "permission denied",
 	ResourceExhausted: "resource exhausted",
+	Conflict:          "conflict",
 }
 
 // String returns the code's name, as used in error texts.
@@ -76,6 +81,7 @@ var (
 	ErrUnimplemented     = &Error{Code: Unimplemented}
 	ErrPermissionDenied  = &Error{Code: PermissionDenied}
 	ErrResourceExhausted = &Error{Code: ResourceExhausted}
+	ErrConflict          = &Error{Code: Conflict}
 )
 
 // Error is a polybus error: a code, the operation that failed, a message and

@@ -192,7 +192,7 @@ func Run(t *testing.T, h Harness) {
 		conflict := func(t *testing.T, err error, exp eventstore.ExpectedVersion, actual int64) {
 			t.Helper()
 			var ce *eventstore.ConflictError
-			if !errors.As(err, &ce) || !errors.Is(err, eventstore.ErrConflict) || !errors.Is(err, message.ErrUnavailable) {
+			if !errors.As(err, &ce) || !errors.Is(err, eventstore.ErrConflict) || !errors.Is(err, message.ErrConflict) {
 				t.Fatalf("got %v, want a conflict", err)
 			}
 			if ce.Expected != exp || ce.Actual != actual || ce.Stream != "s" {
