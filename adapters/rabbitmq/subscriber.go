@@ -38,11 +38,36 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 		retries:  map[string]uint64{},
 		returned: map[string]int{},
 	}
-	if err := s.start(ctx); err != nil {
+	if err := s.open(ctx); err != nil {
 		return nil, err
 	}
 	go s.run()
 	return s, nil
+}
+
+// open runs start, again after a pause while it fails with Unavailable and
+// the broker is reachable (a quorum queue that is still starting can refuse
+// a consumer with an internal error), for up to ConnectTimeout.
+func (s *subscription) open(ctx context.Context) error {
+	deadline := time.Now().Add(s.c.cfg.ConnectTimeout)
+	wait := 50 * time.Millisecond
+	for {
+		err := s.start(ctx)
+		if err == nil || ErrorCode(err) != message.Unavailable || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		if _, lost := s.c.current(); lost == nil {
+			return err // not connected: fail fast
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 func (d *subDriver) Capabilities() message.Capabilities { return d.c.caps }
