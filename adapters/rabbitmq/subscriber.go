@@ -45,9 +45,10 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 	return s, nil
 }
 
-// open runs start, again after a pause while it fails with Unavailable and
-// the broker is reachable (a quorum queue that is still starting can refuse
-// a consumer with an internal error), for up to ConnectTimeout.
+// open runs start, again after a pause while it fails with Unavailable,
+// for up to ConnectTimeout in all: a busy broker can refuse a consumer of a
+// quorum queue that is still starting with an internal error, which closes
+// the connection.
 func (s *subscription) open(ctx context.Context) error {
 	deadline := time.Now().Add(s.c.cfg.ConnectTimeout)
 	wait := 50 * time.Millisecond
@@ -55,9 +56,6 @@ func (s *subscription) open(ctx context.Context) error {
 		err := s.start(ctx)
 		if err == nil || ErrorCode(err) != message.Unavailable || time.Now().Add(wait).After(deadline) {
 			return err
-		}
-		if _, lost := s.c.current(); lost == nil {
-			return err // not connected: fail fast
 		}
 		t := time.NewTimer(wait)
 		select {
