@@ -29,10 +29,9 @@ const (
 	memberTTL     = 5 * time.Second
 	// pinnedTTL is the partition consumers' PinnedTTL: the server moves
 	// a partition whose pinned client has sent no pull request for it
-	// that long. Pull requests expire after pullExpiry, so a live owner
-	// pulls again well within it.
-	pinnedTTL  = 5 * time.Second
-	pullExpiry = 2500 * time.Millisecond
+	// that long. Pull requests expire after pullWait (500ms), so a live
+	// owner pulls again well within it.
+	pinnedTTL = 5 * time.Second
 	// rebalanceBound is Capabilities.Rebalance: after a member dies, its
 	// key expires (memberTTL) while the pin of its partitions expires
 	// (pinnedTTL); the survivors then take them over (a few round trips

@@ -34,7 +34,7 @@ const acquireWait = 100 * time.Millisecond
 //
 // Goroutines: Receive's (the portable receive loop), Ack/Nack's (the
 // portable acker), the manager (membership changes), one per partition
-// being acquired or released, and nats.go's Consume callbacks.
+// being acquired or released, and one puller per acquired partition.
 type psub struct {
 	c        *core
 	topic    string
