@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -158,7 +159,13 @@ func (f *fixture) awaitReady(pub *polybus.Client, topic string, r *recorder, sub
 		p.Key = fmt.Sprintf("cf-probe-%d", n)
 		p.Metadata = message.Metadata{probeKey: "1"}
 		if err := pub.Publisher().Publish(f.ctx, topic, p); err != nil {
-			f.Fatalf("publish a readiness probe to %s: %v", topic, err)
+			// Until the subscriptions have made their groups, a broker
+			// without retention may refuse the topic (NotFound), and a
+			// busy one may refuse a message (Unavailable): try again.
+			retry := errors.Is(err, message.ErrNotFound) || errors.Is(err, message.ErrUnavailable)
+			if !retry || f.ctx.Err() != nil {
+				f.Fatalf("publish a readiness probe to %s: %v", topic, err)
+			}
 		}
 		ctx, cancel := context.WithTimeout(f.ctx, 100*time.Millisecond)
 		ok := r.await(ctx, ready)

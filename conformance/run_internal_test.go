@@ -85,7 +85,7 @@ func TestRunAllCancelledSkipsTheRest(t *testing.T) {
 
 func TestTestNamesMatchTheSuite(t *testing.T) {
 	names := TestNames()
-	if len(names) != 16 || names[0] != "RoundTrip" || names[15] != "BrokerRestart" {
+	if len(names) != 18 || names[0] != "RoundTrip" || names[7] != "PerKeyOrderScaleOut" || names[17] != "BrokerRestart" {
 		t.Errorf("TestNames() = %v", names)
 	}
 }
