@@ -19,10 +19,12 @@ import (
 // (POLYBUS_AMQP_URL) in the default, ordered layout. Its BrokerRestart test
 // restarts that broker with `scripts/brokers restart rabbitmq` only when
 // POLYBUS_RABBITMQ_RESTART=1: the broker is shared, and a restart would
-// upset other packages' tests running against it at the same time.
+// upset other packages' tests running against it at the same time. It
+// keeps the default mandatory publishing: a publish that no group receives
+// is ErrNotFound, which the suite's readiness probes retry.
 func TestConformance(t *testing.T) {
 	u := brokertest.URL(t, "rabbitmq")
-	conformance.Run(t, harness(u, "reconnect_wait=200ms&allow_unroutable=true"))
+	conformance.Run(t, harness(u, "reconnect_wait=200ms"))
 }
 
 // TestConformanceUnordered runs the suite in the unordered layout with
