@@ -54,6 +54,16 @@ type Rebalancer interface {
 	RedeliversOnRebalance() bool
 }
 
+// ApproximateAttempts is implemented by a harness whose broker's attempt
+// count may run ahead of the deliveries a handler saw: SQS's
+// ApproximateReceiveCount counts a receive whose response was lost on the
+// way (the message then comes back after its visibility timeout, with the
+// count raised). The suite then counts first deliveries with an attempt
+// above 1 (metric "first_attempt_above_1") instead of failing on them.
+type ApproximateAttempts interface {
+	AttemptsApproximate() bool
+}
+
 // URLHarness returns a harness that opens every client with
 // polybus.Open(ctx, rawURL), so it works with any adapter registered in the
 // program. Names are "cf-<kind>-<random>-<n>": lower-case letters, digits
