@@ -66,7 +66,7 @@
 // redeliver only after their ack wait, behind newer ones, and resets the
 // consumer to its ack floor: delivery resumes from the oldest unacked
 // message, in stream order (messages acked above the floor come again:
-// duplicates, never reordering). Capabilities.Rebalance, 10s, bounds the
+// duplicates, never reordering). Capabilities.Rebalance, 15s, bounds the
 // move after a death; graceful changes take a few round trips and the
 // handlers' time. Delivery.Partition is the partition.
 //
@@ -191,7 +191,7 @@
 // operator) is created again by the next Publish or Receive; a re-created
 // consumer starts again from its start position.
 //
-// Capabilities: OrderPerKey, OrderPerKeyScaleOut with Rebalance 10s,
+// Capabilities: OrderPerKey, OrderPerKeyScaleOut with Rebalance 15s,
 // ConsumerGroups, FanOut, Retained, Nack, NackDelay and AttemptCount;
 // Persistent with file storage; no NativeDeadLetter; MaxMessageSize as
 // above.

@@ -20,7 +20,7 @@ func TestCapabilities(t *testing.T) {
 	c := open(t, embeddedURL(t))
 	got := c.Capabilities()
 	want := message.Capabilities{
-		Name: "nats", OrderPerKey: true, OrderPerKeyScaleOut: true, Rebalance: 10 * time.Second,
+		Name: "nats", OrderPerKey: true, OrderPerKeyScaleOut: true, Rebalance: 15 * time.Second,
 		ConsumerGroups: true, FanOut: true, Retained: true,
 		Nack: true, NackDelay: true, AttemptCount: true, Persistent: true,
 		MaxMessageSize: 1<<20 - 1024,
