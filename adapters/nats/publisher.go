@@ -26,8 +26,7 @@ func (d *pubDriver) SendBatch(ctx context.Context, topic string, msgs []*message
 	if err := checkTopic(op, topic); err != nil {
 		return err
 	}
-	layout, err := d.c.streams.ensure(ctx, topic)
-	if err != nil {
+	if _, err := d.c.streams.ensure(ctx, topic); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -49,9 +48,6 @@ func (d *pubDriver) SendBatch(ctx context.Context, topic string, msgs []*message
 			continue
 		}
 		nm.Header, nm.Data = env.header(i, m), m.Payload
-		if layout.parts > 0 {
-			nm.Subject = layout.subjects[partitionOf(m.Key, m.ID, layout.parts)]
-		}
 		f, err := d.c.js.PublishMsgAsync(nm, noRetry...)
 		if err != nil {
 			errs[i] = err

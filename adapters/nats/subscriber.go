@@ -32,13 +32,6 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 	if ackWait <= 0 {
 		ackWait = d.c.cfg.AckWait
 	}
-	layout, err := d.c.streams.ensure(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	if layout.parts > 0 {
-		return openPartitioned(ctx, d.c, topic, cfg, layout, prefetch, ackWait)
-	}
 	s := &subscription{
 		c: d.c, topic: topic, group: cfg.Group, start: cfg.Start,
 		prefetch: prefetch, ackWait: ackWait,
@@ -95,11 +88,10 @@ type consuming struct {
 // open finds or creates the stream and the consumer and starts consuming.
 func (s *subscription) open(ctx context.Context) error {
 	const op = "nats: subscribe"
-	layout, err := s.c.streams.ensure(ctx, s.topic)
+	stream, err := s.c.streams.ensure(ctx, s.topic)
 	if err != nil {
 		return err
 	}
-	stream := layout.name
 	cons, err := s.consumer(ctx, stream)
 	if err != nil {
 		return coded(op, err)
@@ -236,12 +228,6 @@ func (s *subscription) consumeError(_ jetstream.ConsumeContext, err error) {
 }
 
 func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Received, error) {
-	return s.receive(ctx, max, 0)
-}
-
-// receive is Receive; with idle > 0 it also returns nothing, without
-// stopping, once idle has passed with no message.
-func (s *subscription) receive(ctx context.Context, max int, idle time.Duration) ([]subscriber.Received, error) {
 	const op = "nats: receive"
 	if s.cur == nil {
 		if err := s.open(ctx); err != nil {
@@ -256,15 +242,7 @@ func (s *subscription) receive(ctx context.Context, max int, idle time.Duration)
 		if !up {
 			return nil, message.Errorf(message.Unavailable, op, "disconnected from the NATS server; waiting to reconnect")
 		}
-		var idled <-chan time.Time
-		if idle > 0 {
-			t := time.NewTimer(idle)
-			defer t.Stop()
-			idled = t.C
-		}
 		select {
-		case <-idled:
-			return nil, nil
 		case first = <-s.msgs:
 		case <-changed:
 			return nil, message.Errorf(message.Unavailable, op, "disconnected from the NATS server; waiting to reconnect")
@@ -326,63 +304,42 @@ func unavailable(op string, err error) error {
 
 // received makes the polybus message of m.
 func (s *subscription) received(m jetstream.Msg) subscriber.Received {
-	return subscriber.Received{Msg: receivedMsg(m, s.topic, s.group, -1), AckID: m}
-}
-
-// receivedMsg makes the polybus message of m, received for group from
-// partition (-1: unpartitioned).
-func receivedMsg(m jetstream.Msg, topic, group string, partition int) *message.Message {
 	now := time.Now()
 	md, err := m.Metadata()
 	if err != nil {
 		md = nil
 	}
 	msg := decode(m.Data(), m.Headers(), md)
-	d := message.Delivery{Topic: topic, Group: group, Partition: partition, ReceivedAt: now}
+	d := message.Delivery{Topic: s.topic, Group: s.group, Partition: -1, ReceivedAt: now}
 	if md != nil {
 		d.Attempt = int(md.NumDelivered)
 		d.Redelivered = md.NumDelivered > 1
 		d.Offset = int64(md.Sequence.Stream)
 		d.BrokerID = strconv.FormatUint(md.Sequence.Stream, 10)
 	}
-	return message.Received(msg, d, func(target any) bool {
+	message.Received(msg, d, func(target any) bool {
 		if t, ok := target.(*jetstream.Msg); ok {
 			*t = m
 			return true
 		}
 		return false
 	})
+	return subscriber.Received{Msg: msg, AckID: m}
 }
 
-func (s *subscription) Ack(ctx context.Context, ids []any) error {
-	return s.c.ack(ctx, jsMsgs(ids))
-}
-
-func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration) error {
-	return s.c.nack(ctx, jsMsgs(ids), delay)
-}
-
-func jsMsgs(ids []any) []jetstream.Msg {
-	msgs := make([]jetstream.Msg, len(ids))
-	for i, id := range ids {
-		msgs[i] = id.(jetstream.Msg)
-	}
-	return msgs
-}
-
-// ack acks every message, then waits until the server has them: a flush,
+// Ack acks every message, then waits until the server has them: a flush,
 // one round trip for the batch; with ConfirmAcks, each message's double-ack
 // reply instead, all in flight at once.
-func (c *core) ack(ctx context.Context, msgs []jetstream.Msg) error {
-	if !c.cfg.ConfirmAcks {
-		return c.settle(ctx, msgs, "nats: ack", jetstream.Msg.Ack)
+func (s *subscription) Ack(ctx context.Context, ids []any) error {
+	if !s.c.cfg.ConfirmAcks {
+		return s.settle(ctx, ids, "nats: ack", jetstream.Msg.Ack)
 	}
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
-	for _, m := range msgs {
+	for _, id := range ids {
 		wg.Go(func() {
-			if err := m.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			if err := id.(jetstream.Msg).DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -393,29 +350,26 @@ func (c *core) ack(ctx context.Context, msgs []jetstream.Msg) error {
 	return coded("nats: ack", errors.Join(errs...))
 }
 
-// nack asks for redelivery, after delay when it is positive, then waits
+// Nack asks for redelivery, after delay when it is positive, then waits
 // for the server to have the naks (a flush).
-func (c *core) nack(ctx context.Context, msgs []jetstream.Msg, delay time.Duration) error {
+func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration) error {
 	nak := jetstream.Msg.Nak
 	if delay > 0 {
 		nak = func(m jetstream.Msg) error { return m.NakWithDelay(delay) }
 	}
-	return c.settle(ctx, msgs, "nats: nack", nak)
+	return s.settle(ctx, ids, "nats: nack", nak)
 }
 
 // settle sends f for every message and flushes the connection.
-func (c *core) settle(ctx context.Context, msgs []jetstream.Msg, op string, f func(jetstream.Msg) error) error {
-	if len(msgs) == 0 {
-		return nil
-	}
+func (s *subscription) settle(ctx context.Context, ids []any, op string, f func(jetstream.Msg) error) error {
 	var errs []error
-	for _, m := range msgs {
-		if err := f(m); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+	for _, id := range ids {
+		if err := f(id.(jetstream.Msg)); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 			errs = append(errs, err)
 		}
 	}
 	if len(errs) == 0 {
-		if err := c.nc.FlushWithContext(ctx); err != nil {
+		if err := s.c.nc.FlushWithContext(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
