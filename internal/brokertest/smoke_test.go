@@ -186,13 +186,31 @@ func (k *kafkaRT) Receive(ctx context.Context) ([]byte, error) {
 	})
 	defer r.Close()
 	m, err := r.FetchMessage(ctx)
+	// Right after a restart the group coordinator is still loading; the
+	// reader reports that after its attempts and heals by itself, so a
+	// transient error only means "ask again".
+	for err != nil && ctx.Err() == nil && isTemporary(err) {
+		m, err = r.FetchMessage(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if err := r.CommitMessages(ctx, m); err != nil {
+	err = r.CommitMessages(ctx, m)
+	for err != nil && ctx.Err() == nil && isTemporary(err) {
+		time.Sleep(100 * time.Millisecond) // back off while the coordinator loads
+		err = r.CommitMessages(ctx, m)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	return m.Value, nil
+}
+
+// isTemporary reports whether err is a Kafka error the broker marks
+// retriable (coordinator loading or moving, leader elections).
+func isTemporary(err error) bool {
+	var ke kafka.Error
+	return errors.As(err, &ke) && ke.Temporary()
 }
 
 func (k *kafkaRT) Teardown(ctx context.Context) error {
