@@ -44,7 +44,9 @@ type Options struct {
 	// Stress runs the selected tests Stress times, the rounds in parallel
 	// with each other, to flush out flakes. 0 and 1 run them once.
 	Stress int
-	// Timeout bounds each test, waits included. Default 2 minutes.
+	// Timeout bounds each test, waits included. Default 2 minutes, plus
+	// one minute for each round beyond the first when Stress runs
+	// rounds in parallel (they share the broker and the machine).
 	Timeout time.Duration
 	// Quiet is the observation window in which a test watches for
 	// deliveries that must not happen (a redelivery of an acked message,
@@ -59,14 +61,14 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
+	if o.Stress < 1 {
+		o.Stress = 1
+	}
 	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Minute
+		o.Timeout = 2*time.Minute + time.Duration(o.Stress-1)*time.Minute
 	}
 	if o.Quiet <= 0 {
 		o.Quiet = 200 * time.Millisecond
-	}
-	if o.Stress < 1 {
-		o.Stress = 1
 	}
 	return o
 }

@@ -55,7 +55,7 @@ all, the suite runs on embedded:// in a fresh temporary directory.`,
 	fl.StringVar(&runExpr, "run", "", "run only the tests whose name matches this regular expression")
 	fl.IntVar(&stress, "stress", 0, "run the selected tests N times, the rounds in parallel, to flush out flakes")
 	fl.StringVar(&jsonFile, "json", "", "write the results as JSON to FILE")
-	fl.DurationVar(&timeout, "timeout", 0, "bound each test (default 2m)")
+	fl.DurationVar(&timeout, "timeout", 0, "bound each test (default 2m, plus 1m per --stress round beyond the first)")
 	fl.BoolVar(&noLeakCheck, "no-leak-check", false, "skip the goroutine leak check of the close-and-cancel test")
 	return cmd
 }
