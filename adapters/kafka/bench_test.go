@@ -1,20 +1,24 @@
+//go:build unix
+
 package kafka_test
 
 import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"slices"
+	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/polybus/polybus"
-	"github.com/polybus/polybus/internal/pbtest"
 	"github.com/polybus/polybus/message"
 	"github.com/polybus/polybus/subscriber"
 )
@@ -27,18 +31,32 @@ import (
 // fills a batch, so it is written at once; BatchTimeout 1ms for the rest)
 // and MaxAttempts 1 (polybus does not retry either). The raw consumer is a
 // kafka.Reader in a consumer group (FetchMessage, then CommitMessages
-// synchronously every benchBatch messages, as polybus commits per ack
-// batch); polybus runs an unordered subscriber with Prefetch benchPrefetch
-// and a no-op handler. The polybus side carries its envelope (the ID and
-// time headers); the raw side sends the same ID as a header. Latency is
-// from building a message to its handler; percentiles exact from the
-// sorted sample. Run (the machine is shared: compare polybus and raw run
-// after run, in interleaved rounds):
+// synchronously every benchBatch messages); polybus runs an unordered
+// subscriber with Prefetch benchPrefetch, a no-op handler and the
+// default commits (synchronous, per ack batch); POLYBUS_KAFKA_BENCH_QUERY
+// adds URL options to the polybus subscriber's client (for instance
+// commit_interval=5ms). The polybus side
+// carries its envelope (the ID and time headers); the raw side sends the
+// same ID as a header. Latency is from building a message to its handler,
+// in an HDR histogram (1 µs to 1 min, 3 significant digits). Every run
+// also reports the process's CPU time (user+system, getrusage) and heap
+// allocations per message: the broker is another process, so this is the
+// client's cost alone, and it is steadier than msgs/s on a shared machine.
 //
-//	go test -c -o /tmp/kafka.test ./adapters/kafka/ && cd adapters/kafka &&
-//	for i in 1 2 3; do for v in polybus raw; do
-//	  /tmp/kafka.test -test.run '^$' -test.bench "(Publish|EndToEnd)/.*/$v\$" -test.benchtime 100000x
-//	done; done
+// The figures for the notes come from TestBenchRounds, which alternates
+// polybus and raw runs on the same broker, round after round, and prints
+// per-round ratios and their medians; with POLYBUS_KAFKA_CEILING=1 it adds
+// Kafka's own ProducerPerformance and ConsumerPerformance (see
+// ceiling_test.go):
+//
+//	POLYBUS_KAFKA_BENCH=50000 POLYBUS_KAFKA_BENCH_ROUNDS=5 \
+//	  go test -run '^TestBenchRounds$' -v -timeout 60m ./adapters/kafka/
+//
+// The Benchmark functions run the same code under go test -bench, for
+// profiles:
+//
+//	go test -run '^$' -bench 'EndToEnd/256B/polybus' -benchtime 50000x \
+//	  -cpuprofile /tmp/e2e.prof ./adapters/kafka/ && go tool pprof -top /tmp/e2e.prof
 const (
 	benchBatch    = 100
 	benchPrefetch = 256
@@ -54,26 +72,27 @@ type benchEnv struct {
 	client    *kafkago.Client
 }
 
-func newBenchEnv(b *testing.B) *benchEnv {
-	b.Helper()
-	u := kafkaURL(b, "")
-	c := open(b, u)
+func newBenchEnv(t testing.TB) *benchEnv {
+	t.Helper()
+	u := kafkaURL(t, "")
+	c := open(t, u)
 	var kc *kafkago.Client
 	if !c.Publisher().As(&kc) {
-		b.Fatal("no kafka client")
+		t.Fatal("no kafka client")
 	}
 	host := strings.TrimPrefix(strings.SplitN(u, "?", 2)[0], "kafka://")
 	return &benchEnv{url: u, bootstrap: strings.Split(host, ","), c: c, client: kc}
 }
 
-// topic returns a fresh topic, created by polybus (one partition).
-func (e *benchEnv) topic(b *testing.B) string {
-	b.Helper()
-	t := unique("bench")
-	if err := e.c.Publisher().Publish(context.Background(), t, message.New([]byte{0})); err != nil {
-		b.Fatal(err)
+// topic returns a fresh topic, created by polybus (one partition), with
+// one one-byte message in it.
+func (e *benchEnv) topic(t testing.TB) string {
+	t.Helper()
+	topic := unique("bench")
+	if err := e.c.Publisher().Publish(context.Background(), topic, message.New([]byte{0})); err != nil {
+		t.Fatal(err)
 	}
-	return t
+	return topic
 }
 
 // payload returns a size-byte payload that starts with now.
@@ -83,7 +102,17 @@ func payload(size int) []byte {
 	return p
 }
 
-func (e *benchEnv) polyPublish(b *testing.B, topic string, n, size int) {
+var benchKeyNames = func() []string {
+	ks := make([]string, benchKeys)
+	for i := range ks {
+		ks[i] = fmt.Sprintf("key-%d", i)
+	}
+	return ks
+}()
+
+func benchKey(i int) string { return benchKeyNames[i%benchKeys] }
+
+func polyPublish(t testing.TB, c *polybus.Client, topic string, n, size int) {
 	ctx := context.Background()
 	batch := make([]*message.Message, 0, benchBatch)
 	for sent := 0; sent < n; sent += len(batch) {
@@ -93,21 +122,18 @@ func (e *benchEnv) polyPublish(b *testing.B, topic string, n, size int) {
 			m.Key = benchKey(sent + i)
 			batch = append(batch, m)
 		}
-		if err := e.c.Publisher().Publish(ctx, topic, batch...); err != nil {
-			b.Fatal(err)
+		if err := c.Publisher().Publish(ctx, topic, batch...); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
 
-func benchKey(i int) string { return fmt.Sprintf("key-%d", i%benchKeys) }
-
-// writer returns the raw side's writer, on a transport of its own whose
-// goroutines end with the benchmark.
-func (e *benchEnv) writer(b *testing.B, topic string) *kafkago.Writer {
+// writer returns the raw side's writer, on a transport of its own; close
+// ends its goroutines.
+func (e *benchEnv) writer(topic string) (w *kafkago.Writer, close func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &kafkago.Transport{Context: ctx}
-	b.Cleanup(func() { cancel(); tr.CloseIdleConnections() })
-	return &kafkago.Writer{
+	w = &kafkago.Writer{
 		Transport:    tr,
 		Addr:         kafkago.TCP(e.bootstrap...),
 		Topic:        topic,
@@ -118,9 +144,10 @@ func (e *benchEnv) writer(b *testing.B, topic string) *kafkago.Writer {
 		BatchTimeout: time.Millisecond,
 		RequiredAcks: kafkago.RequireAll,
 	}
+	return w, func() { w.Close(); cancel(); tr.CloseIdleConnections() }
 }
 
-func rawPublish(b *testing.B, w *kafkago.Writer, n, size int) {
+func rawPublish(t testing.TB, w *kafkago.Writer, n, size int) {
 	ctx := context.Background()
 	batch := make([]kafkago.Message, 0, benchBatch)
 	for sent := 0; sent < n; sent += len(batch) {
@@ -133,15 +160,15 @@ func rawPublish(b *testing.B, w *kafkago.Writer, n, size int) {
 			})
 		}
 		if err := w.WriteMessages(ctx, batch...); err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
 	}
 }
 
 // warmUp writes one message with w, again until the writer's transport
 // knows the topic (its metadata cache refreshes every few seconds).
-func warmUp(b *testing.B, w *kafkago.Writer) {
-	b.Helper()
+func warmUp(t testing.TB, w *kafkago.Writer) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := w.WriteMessages(context.Background(), kafkago.Message{Value: []byte{0}})
@@ -149,10 +176,316 @@ func warmUp(b *testing.B, w *kafkago.Writer) {
 			return
 		}
 		if time.Now().After(deadline) {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// benchResult is one measured run.
+type benchResult struct {
+	n       int
+	elapsed time.Duration
+	cpu     time.Duration // user+system of the whole process
+	allocs  uint64        // heap allocations of the whole process
+	lat     *hdrhistogram.Histogram
+}
+
+func (r benchResult) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
+
+// cpuPerMsg is the process's CPU time per message, in µs.
+func (r benchResult) cpuPerMsg() float64 { return float64(r.cpu.Microseconds()) / float64(r.n) }
+
+func (r benchResult) allocsPerMsg() float64 { return float64(r.allocs) / float64(r.n) }
+
+// p returns the latency quantile q (0..100) in µs, or 0.
+func (r benchResult) p(q float64) float64 {
+	if r.lat == nil {
+		return 0
+	}
+	return float64(r.lat.ValueAtQuantile(q))
+}
+
+func (r benchResult) String() string {
+	s := fmt.Sprintf("%8.0f msgs/s %6.1f cpu-µs/msg %5.1f allocs/msg", r.rate(), r.cpuPerMsg(), r.allocsPerMsg())
+	if r.lat != nil {
+		s += fmt.Sprintf("  p50 %6.0fµs p99 %7.0fµs", r.p(50), r.p(99))
+	}
+	return s
+}
+
+// report adds r's figures to b.
+func (r benchResult) report(b *testing.B) {
+	b.ReportMetric(r.rate(), "msgs/s")
+	b.ReportMetric(r.cpuPerMsg(), "cpu-µs/msg")
+	if r.lat != nil {
+		b.ReportMetric(r.p(50), "p50-µs")
+		b.ReportMetric(r.p(99), "p99-µs")
+	}
+}
+
+// meter measures one run: wall time, process CPU and allocations.
+type meter struct {
+	start  time.Time
+	cpu    time.Duration
+	allocs uint64
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
+}
+
+func startMeter() meter {
+	runtime.GC()
+	return meter{allocs: mallocs(), cpu: processCPU(), start: time.Now()}
+}
+
+func (m meter) stop(n int, lat *hdrhistogram.Histogram) benchResult {
+	elapsed := time.Since(m.start)
+	cpu := processCPU() - m.cpu
+	return benchResult{n: n, elapsed: elapsed, cpu: cpu, allocs: mallocs() - m.allocs, lat: lat}
+}
+
+// latencies collects publish-to-handle latencies in µs.
+type latencies struct {
+	mu sync.Mutex
+	h  *hdrhistogram.Histogram
+}
+
+func newLatencies() *latencies { return &latencies{h: hdrhistogram.New(1, 60_000_000, 3)} }
+
+func (l *latencies) add(p []byte) {
+	d := time.Duration(time.Now().UnixNano() - int64(binary.LittleEndian.Uint64(p)))
+	l.mu.Lock()
+	_ = l.h.RecordValue(max(d.Microseconds(), 1))
+	l.mu.Unlock()
+}
+
+// The runs. Each gets a fresh topic (and group) and returns its figures.
+
+func runPolyPublish(t testing.TB, e *benchEnv, size, n int) benchResult {
+	topic := e.topic(t)
+	m := startMeter()
+	polyPublish(t, e.c, topic, n, size)
+	return m.stop(n, nil)
+}
+
+func runRawPublish(t testing.TB, e *benchEnv, size, n int) benchResult {
+	topic := e.topic(t)
+	w, closeW := e.writer(topic)
+	defer closeW()
+	warmUp(t, w)
+	m := startMeter()
+	rawPublish(t, w, n, size)
+	return m.stop(n, nil)
+}
+
+func runPolyEndToEnd(t testing.TB, e *benchEnv, size, n int) benchResult {
+	topic := e.topic(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sub, err := polybus.Open(ctx, withQuery(e.url, os.Getenv("POLYBUS_KAFKA_BENCH_QUERY")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close(context.Background())
+	lat := newLatencies()
+	var handled atomic.Int64
+	done := make(chan struct{})
+	ready := make(chan struct{}, 1)
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- sub.Subscriber().Subscribe(ctx, topic, func(_ context.Context, m *message.Message) error {
+			if len(m.Payload) == 1 { // the topic's first message
+				ready <- struct{}{}
+				return nil
+			}
+			lat.add(m.Payload)
+			if handled.Add(1) == int64(n) {
+				close(done)
+			}
+			return nil
+		}, subscriber.Group(unique("g")), subscriber.Prefetch(benchPrefetch), subscriber.Unordered())
+	}()
+	waitBench(t, ready, subDone)
+	mt := startMeter()
+	polyPublish(t, e.c, topic, n, size)
+	waitBench(t, done, subDone)
+	r := mt.stop(n, lat.h)
+	cancel()
+	if err := <-subDone; err != nil {
+		t.Errorf("subscribe: %v", err)
+	}
+	return r
+}
+
+// waitBench waits for ch, failing if the subscription ends first or after
+// two minutes.
+func waitBench(t testing.TB, ch <-chan struct{}, subDone chan error) {
+	t.Helper()
+	select {
+	case <-ch:
+	case err := <-subDone:
+		t.Fatalf("subscription ended: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("benchmark run timed out")
+	}
+}
+
+func runRawEndToEnd(t testing.TB, e *benchEnv, size, n int) benchResult {
+	topic := e.topic(t)
+	w, closeW := e.writer(topic)
+	defer closeW()
+	warmUp(t, w)
+	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers: e.bootstrap, GroupID: unique("raw"), Topic: topic,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond,
+		QueueCapacity: benchPrefetch, StartOffset: kafkago.FirstOffset,
+		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second,
+	})
+	defer r.Close()
+	lat := newLatencies()
+	done := make(chan struct{})
+	ready := make(chan struct{}, 1)
+	var failed error
+	go func() {
+		defer close(done)
+		var pending []kafkago.Message
+		handled := 0
+		for handled < n {
+			m, err := r.FetchMessage(context.Background())
+			if err != nil {
+				failed = err
+				return
+			}
+			if len(m.Value) == 1 {
+				select {
+				case ready <- struct{}{}:
+				default:
+				}
+			} else {
+				lat.add(m.Value)
+				handled++
+			}
+			pending = append(pending, m)
+			if len(pending) == benchBatch || handled == n {
+				if err := r.CommitMessages(context.Background(), pending...); err != nil {
+					failed = err
+					return
+				}
+				pending = pending[:0]
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-done:
+		t.Fatalf("raw reader: %v", failed)
+	}
+	mt := startMeter()
+	rawPublish(t, w, n, size)
+	<-done
+	res := mt.stop(n, lat.h)
+	if failed != nil {
+		t.Fatalf("raw reader: %v", failed)
+	}
+	return res
+}
+
+// fill writes n messages of size bytes to topic with a raw writer, not
+// measured, for the consume runs.
+func (e *benchEnv) fill(t testing.TB, topic string, n, size int) {
+	t.Helper()
+	w, closeW := e.writer(topic)
+	defer closeW()
+	warmUp(t, w)
+	rawPublish(t, w, n, size)
+}
+
+// runPolyConsume drains a backlog of n messages (plus the topic's first
+// and the warm-up one) with a polybus subscriber; no latency, as the
+// messages were written before.
+func runPolyConsume(t testing.TB, e *benchEnv, size, n int) benchResult {
+	topic := e.topic(t)
+	e.fill(t, topic, n, size)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sub, err := polybus.Open(ctx, withQuery(e.url, os.Getenv("POLYBUS_KAFKA_BENCH_QUERY")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close(context.Background())
+	var handled atomic.Int64
+	done := make(chan struct{})
+	subDone := make(chan error, 1)
+	total := int64(n + 2)
+	var mt meter
+	started := make(chan struct{})
+	go func() {
+		subDone <- sub.Subscriber().Subscribe(ctx, topic, func(_ context.Context, m *message.Message) error {
+			switch handled.Add(1) {
+			case 1: // the group has joined: measure from here
+				mt = meter{allocs: mallocs(), cpu: processCPU(), start: time.Now()}
+				close(started)
+			case total:
+				close(done)
+			}
+			return nil
+		}, subscriber.Group(unique("g")), subscriber.Prefetch(benchPrefetch), subscriber.Unordered())
+	}()
+	waitBench(t, done, subDone)
+	<-started
+	r := mt.stop(n+1, nil)
+	cancel()
+	if err := <-subDone; err != nil {
+		t.Errorf("subscribe: %v", err)
+	}
+	return r
+}
+
+// runRawConsume drains the same backlog with a raw kafka.Reader in a
+// group, committing every benchBatch messages.
+func runRawConsume(t testing.TB, e *benchEnv, size, n int) benchResult {
+	topic := e.topic(t)
+	e.fill(t, topic, n, size)
+	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers: e.bootstrap, GroupID: unique("raw"), Topic: topic,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond,
+		QueueCapacity: benchPrefetch, StartOffset: kafkago.FirstOffset,
+		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second,
+	})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var pending []kafkago.Message
+	var mt meter
+	for handled := 0; handled < n+2; {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			t.Fatalf("raw reader: %v", err)
+		}
+		if handled++; handled == 1 { // the group has joined: measure from here
+			mt = meter{allocs: mallocs(), cpu: processCPU(), start: time.Now()}
+		}
+		pending = append(pending, m)
+		if len(pending) == benchBatch || handled == n+2 {
+			if err := r.CommitMessages(ctx, pending...); err != nil {
+				t.Fatalf("raw commit: %v", err)
+			}
+			pending = pending[:0]
+		}
+	}
+	return mt.stop(n+1, nil)
 }
 
 // BenchmarkPublish measures publish throughput, every message acked by
@@ -161,50 +494,16 @@ func BenchmarkPublish(b *testing.B) {
 	e := newBenchEnv(b)
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("%dB/polybus", size), func(b *testing.B) {
-			topic := e.topic(b)
 			b.SetBytes(int64(size))
-			b.ResetTimer()
-			e.polyPublish(b, topic, b.N, size)
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			b.ReportAllocs()
+			runPolyPublish(b, e, size, b.N).report(b)
 		})
 		b.Run(fmt.Sprintf("%dB/raw", size), func(b *testing.B) {
-			topic := e.topic(b)
-			w := e.writer(b, topic)
-			defer w.Close()
-			warmUp(b, w)
 			b.SetBytes(int64(size))
-			b.ResetTimer()
-			rawPublish(b, w, b.N, size)
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			b.ReportAllocs()
+			runRawPublish(b, e, size, b.N).report(b)
 		})
 	}
-}
-
-// latencies collects publish-to-handle latencies.
-type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (l *latencies) add(p []byte) {
-	d := time.Duration(time.Now().UnixNano() - int64(binary.LittleEndian.Uint64(p)))
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
-}
-
-// report adds msgs/s and the p50 and p99 latencies to b.
-func (l *latencies) report(b *testing.B, n int) {
-	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	slices.Sort(l.d)
-	if len(l.d) == 0 {
-		return
-	}
-	pct := func(p float64) float64 { return float64(l.d[int(p*float64(len(l.d)-1))].Microseconds()) }
-	b.ReportMetric(pct(0.50), "p50-µs")
-	b.ReportMetric(pct(0.99), "p99-µs")
 }
 
 // BenchmarkEndToEnd publishes b.N messages while one subscriber handles
@@ -213,85 +512,32 @@ func BenchmarkEndToEnd(b *testing.B) {
 	e := newBenchEnv(b)
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("%dB/polybus", size), func(b *testing.B) {
-			topic := e.topic(b)
-			sub := open(b, e.url)
-			var lat latencies
-			var handled atomic.Int64
-			done := make(chan struct{})
-			ready := make(chan struct{}, 1)
-			n := int64(b.N)
-			stop := pbtest.Consume(b, sub, topic, func(_ context.Context, m *message.Message) error {
-				if len(m.Payload) == 1 { // the topic's first message
-					ready <- struct{}{}
-					return nil
-				}
-				lat.add(m.Payload)
-				if handled.Add(1) == n {
-					close(done)
-				}
-				return nil
-			}, subscriber.Group(unique("g")), subscriber.Prefetch(benchPrefetch), subscriber.Unordered())
-			<-ready
 			b.SetBytes(int64(size))
-			b.ResetTimer()
-			e.polyPublish(b, topic, b.N, size)
-			<-done
-			b.StopTimer()
-			lat.report(b, b.N)
-			stop()
+			b.ReportAllocs()
+			runPolyEndToEnd(b, e, size, b.N).report(b)
 		})
 		b.Run(fmt.Sprintf("%dB/raw", size), func(b *testing.B) {
-			topic := e.topic(b)
-			w := e.writer(b, topic)
-			defer w.Close()
-			warmUp(b, w)
-			r := kafkago.NewReader(kafkago.ReaderConfig{
-				Brokers: e.bootstrap, GroupID: unique("raw"), Topic: topic,
-				MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond,
-				QueueCapacity: benchPrefetch, StartOffset: kafkago.FirstOffset,
-				HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second,
-			})
-			var lat latencies
-			n := b.N
-			done := make(chan struct{})
-			ready := make(chan struct{}, 1)
-			go func() {
-				defer close(done)
-				var pending []kafkago.Message
-				handled := 0
-				for handled < n {
-					m, err := r.FetchMessage(context.Background())
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if len(m.Value) == 1 {
-						select {
-						case ready <- struct{}{}:
-						default:
-						}
-					} else {
-						lat.add(m.Value)
-						handled++
-					}
-					pending = append(pending, m)
-					if len(pending) == benchBatch || handled == n {
-						if err := r.CommitMessages(context.Background(), pending...); err != nil {
-							b.Error(err)
-							return
-						}
-						pending = pending[:0]
-					}
-				}
-			}()
-			<-ready
 			b.SetBytes(int64(size))
-			b.ResetTimer()
-			rawPublish(b, w, b.N, size)
-			<-done
-			b.StopTimer()
-			lat.report(b, b.N)
-			r.Close()
+			b.ReportAllocs()
+			runRawEndToEnd(b, e, size, b.N).report(b)
+		})
+	}
+}
+
+// BenchmarkConsume drains a backlog of b.N messages written before, from
+// the group's first generation to the last message handled.
+func BenchmarkConsume(b *testing.B) {
+	e := newBenchEnv(b)
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("%dB/polybus", size), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			runPolyConsume(b, e, size, b.N).report(b)
+		})
+		b.Run(fmt.Sprintf("%dB/raw", size), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			runRawConsume(b, e, size, b.N).report(b)
 		})
 	}
 }
