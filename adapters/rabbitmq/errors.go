@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -36,10 +37,7 @@ func ErrorCode(err error) message.Code {
 	case errors.As(err, &ae):
 		return replyCode(ae.Code)
 	}
-	var ue x509.UnknownAuthorityError
-	var he x509.HostnameError
-	var ce x509.CertificateInvalidError
-	if errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &ce) {
+	if tlsRefused(err) {
 		return message.PermissionDenied
 	}
 	var ne net.Error
@@ -82,4 +80,26 @@ func coded(op string, err error) error {
 		return err
 	}
 	return message.Wrap(ErrorCode(err), op, err)
+}
+
+// tlsRefused reports whether err is a TLS handshake that failed on a
+// certificate: the server's (unknown authority, wrong name, invalid) or
+// the client's (see certificateRefused).
+func tlsRefused(err error) bool {
+	var ue x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ce x509.CertificateInvalidError
+	return errors.As(err, &ue) || errors.As(err, &he) || errors.As(err, &ce) || certificateRefused(err)
+}
+
+// certificateRefused reports whether err is a TLS alert from the server
+// about the client's certificate (missing, unknown, bad, expired) or
+// access: the server will refuse the next try just the same.
+func certificateRefused(err error) bool {
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
+		return false
+	}
+	msg := oe.Err.Error()
+	return strings.HasPrefix(msg, "tls: ") && (strings.Contains(msg, "certificate") || strings.Contains(msg, "access denied"))
 }

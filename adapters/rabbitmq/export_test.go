@@ -29,3 +29,13 @@ func Declared() (exchanges, queues []string) {
 	}
 	return exchanges, queues
 }
+
+// SetHoldHook makes f be called with a partition queue's name when a
+// subscription starts stepping back from it; nil removes it.
+func SetHoldHook(f func(queue string)) {
+	if f == nil {
+		holdHook.Store(nil)
+		return
+	}
+	holdHook.Store(&f)
+}

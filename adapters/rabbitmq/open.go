@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,6 +80,10 @@ type core struct {
 	caps message.Capabilities
 	tls  *tls.Config
 	pool *chanPool
+	// dialURL is the URL given to amqp091-go: cfg.URL, or for amqps the
+	// same with scheme amqp and the port explicit, as dial makes the TLS
+	// connection itself.
+	dialURL string
 
 	mu      sync.Mutex
 	conn    *amqp.Connection
@@ -95,14 +100,20 @@ type core struct {
 }
 
 func newCore(cfg *Config) (*core, error) {
-	c := &core{cfg: *cfg, done: make(chan struct{})}
+	c := &core{cfg: *cfg, done: make(chan struct{}), dialURL: cfg.URL}
 	u, _ := url.Parse(cfg.URL)
-	if u.Scheme == TLSScheme {
+	if strings.EqualFold(u.Scheme, TLSScheme) {
 		tc, err := tlsConfig(cfg, u)
 		if err != nil {
 			return nil, err
 		}
 		c.tls = tc
+		plain := *u
+		plain.Scheme = Scheme
+		if u.Port() == "" {
+			plain.Host = net.JoinHostPort(u.Hostname(), "5671")
+		}
+		c.dialURL = plain.String()
 	}
 	attempts := cfg.QueueType == Quorum || !cfg.Unordered
 	c.caps = message.Capabilities{
@@ -259,10 +270,10 @@ func (c *core) dial(ctx context.Context) (*amqp.Connection, error) {
 		err  error
 	}
 	ch := make(chan result, 1)
+	var tc *alertConn // the TLS connection, when amqps
 	cfg := amqp.Config{
-		Heartbeat:       c.cfg.Heartbeat,
-		TLSClientConfig: c.tls,
-		Properties:      amqp.Table{"connection_name": "polybus", "product": "polybus"},
+		Heartbeat:  c.cfg.Heartbeat,
+		Properties: amqp.Table{"connection_name": "polybus", "product": "polybus"},
 		Dial: func(network, addr string) (net.Conn, error) {
 			d := net.Dialer{Deadline: deadline}
 			conn, err := d.DialContext(ctx, network, addr)
@@ -272,11 +283,28 @@ func (c *core) dial(ctx context.Context) (*amqp.Connection, error) {
 			// The TLS and AMQP handshakes must finish by the deadline too;
 			// amqp091-go clears it once the connection is open.
 			_ = conn.SetDeadline(deadline)
-			return conn, nil
+			if c.tls == nil {
+				return conn, nil
+			}
+			t := tls.Client(conn, c.tls)
+			if err := t.HandshakeContext(ctx); err != nil {
+				_ = conn.Close()
+				return nil, err
+			}
+			tc = &alertConn{Conn: t}
+			return tc, nil
 		},
 	}
 	go func() {
-		conn, err := amqp.DialConfig(c.cfg.URL, cfg)
+		conn, err := amqp.DialConfig(c.dialURL, cfg)
+		if err != nil && tc != nil {
+			// With TLS 1.3 a server that refuses the client's certificate
+			// says so in an alert after the handshake, which amqp091-go
+			// reports as a closed connection.
+			if rerr := tc.readErr(); certificateRefused(rerr) {
+				err = rerr
+			}
+		}
 		ch <- result{conn, err}
 	}()
 	var r result
@@ -298,6 +326,9 @@ func (c *core) dial(ctx context.Context) (*amqp.Connection, error) {
 		// A refused login is final; every other failure to connect (a
 		// refused or reset connection, a handshake that timed out or broke
 		// off) is worth another try.
+		if tlsRefused(r.err) {
+			return nil, message.Errorf(message.PermissionDenied, op, "TLS handshake with %s failed on a certificate (tls_ca, tls_cert, tls_server_name): %w", polybus.Redact(c.cfg.URL), r.err)
+		}
 		if ErrorCode(r.err) == message.PermissionDenied {
 			return nil, message.Errorf(message.PermissionDenied, op, "the broker at %s refused the login or vhost: %w", polybus.Redact(c.cfg.URL), r.err)
 		}
@@ -353,4 +384,30 @@ func (c *core) as(target any) bool {
 	defer c.mu.Unlock()
 	*t = c.conn
 	return true
+}
+
+// alertConn is a TLS connection that remembers its first read error.
+// amqp091-go's Connection.ConnectionState reaches the embedded *tls.Conn.
+type alertConn struct {
+	*tls.Conn
+	mu  sync.Mutex
+	err error
+}
+
+func (a *alertConn) Read(p []byte) (int, error) {
+	n, err := a.Conn.Read(p)
+	if err != nil {
+		a.mu.Lock()
+		if a.err == nil {
+			a.err = err
+		}
+		a.mu.Unlock()
+	}
+	return n, err
+}
+
+func (a *alertConn) readErr() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
 }

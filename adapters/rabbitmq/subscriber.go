@@ -29,14 +29,14 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 	prefetch := max(cfg.Prefetch, 1)
 	s := &subscription{
 		c: d.c, topic: topic, group: cfg.Group, prefetch: prefetch,
-		queues:   d.c.groupQueues(topic, cfg.Group),
-		in:       make(chan item, prefetch),
-		fatal:    make(chan error, 1),
-		wake:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
-		retries:  map[string]uint64{},
-		returned: map[string]int{},
+		queues:  d.c.groupQueues(topic, cfg.Group),
+		in:      make(chan item, prefetch),
+		fatal:   make(chan error, 1),
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		retries: map[string]uint64{},
+		corr:    map[string]map[string]correction{},
 	}
 	if err := s.open(ctx); err != nil {
 		return nil, err
@@ -113,12 +113,15 @@ type subscription struct {
 	stopping atomic.Bool                     // Receive's context ended: the subscription is stopping
 	recvCtx  atomic.Pointer[context.Context] // the context of the last Receive
 
-	// returned counts, by queue and message ID, the deliveries that this
-	// subscription received and gave back unhandled by closing a channel:
-	// the broker counts each as a delivery (x-delivery-count), which the
-	// next Attempt here leaves out.
-	returnedMu sync.Mutex
-	returned   map[string]int
+	// corr holds, by queue and message ID, the corrections of the
+	// delivery count of messages given back unhandled at a hand-over (see
+	// handover.go); ledgerMu guards ledger, the channel that reads the
+	// hand-over queues.
+	corrMu   sync.Mutex
+	corr     map[string]map[string]correction
+	ledgerMu sync.Mutex
+	ledger   *amqp.Channel
+	ledgerG  uint64
 
 	retryMu sync.Mutex
 	retries map[string]uint64 // retry queues declared, by connection generation
@@ -137,6 +140,18 @@ type consumer struct {
 	hold        chan struct{}
 	settled     chan struct{} // signalled when outstanding reaches 0 while holding
 	fwd         chan struct{} // closed when the forwarder returns
+
+	// unacked counts the deliveries forwarded and neither acked nor
+	// nacked on ch; pending holds those not returned by Receive (the
+	// ones a hand-over gives back unhandled); fence, when fenceAt > 0, is
+	// closed once unacked reaches fenceAt: the broker then has no credit
+	// left to send more. ledgerRead: the hand-over queue was read since
+	// the consumer started.
+	unacked    int
+	pending    map[uint64]pendingDelivery
+	fenceAt    int
+	fence      chan struct{}
+	ledgerRead bool
 }
 
 type item struct {
@@ -222,14 +237,18 @@ func (s *subscription) consume(ctx context.Context, q groupQueue) (*consumer, er
 		_ = ch.Close()
 		return nil, declareError(op, "consume "+q.name, err)
 	}
-	k := &consumer{q: q, ch: ch, del: del, hold: make(chan struct{}), settled: make(chan struct{}, 1), fwd: make(chan struct{})}
+	k := &consumer{
+		q: q, ch: ch, del: del, hold: make(chan struct{}), settled: make(chan struct{}, 1), fwd: make(chan struct{}),
+		pending: map[uint64]pendingDelivery{}, fence: make(chan struct{}),
+	}
 	go s.forward(k)
 	return k, nil
 }
 
 // forward moves k's deliveries to the shared buffer until k's channel
 // closes; held deliveries are dropped, as closing the channel returns them
-// to the queue.
+// to the queue. It never blocks for good: every path that closes k's
+// channel first makes k hold.
 func (s *subscription) forward(k *consumer) {
 	defer func() {
 		close(k.fwd)
@@ -239,12 +258,12 @@ func (s *subscription) forward(k *consumer) {
 		}
 	}()
 	for d := range k.del {
+		if !k.forwarded(&d) {
+			continue
+		}
 		select {
 		case s.in <- item{k, d}:
 		case <-k.hold:
-			s.giveBack(k, &d)
-		case <-s.stop:
-			return
 		}
 	}
 }
@@ -282,10 +301,12 @@ func (k *consumer) stopHolding() int {
 	return k.outstanding
 }
 
-// settle notes n settled messages of k.
-func (k *consumer) settle(n int) {
+// settle notes n settled messages of k, of which sent were acked or
+// nacked on its channel.
+func (k *consumer) settle(n, sent int) {
 	k.mu.Lock()
 	k.outstanding -= n
+	k.unacked -= sent
 	zero := k.holding && k.outstanding <= 0
 	k.mu.Unlock()
 	if zero {
@@ -300,6 +321,7 @@ func (k *consumer) settle(n int) {
 // re-creates them after a loss with backoff, and rebalances partitions.
 func (s *subscription) run() {
 	defer close(s.done)
+	defer s.closeLedger()
 	bo := &backoff.ExponentialBackOff{
 		InitialInterval:     max(s.c.cfg.ReconnectWait/10, time.Millisecond),
 		RandomizationFactor: 0.2,
@@ -354,6 +376,7 @@ func (s *subscription) run() {
 		}
 		select {
 		case <-s.stop:
+			s.handOver(s.cons...)
 			s.teardown()
 			return
 		case <-lost:
@@ -376,13 +399,18 @@ func (s *subscription) run() {
 // settled, closes its channel and consumes its queue again.
 func (s *subscription) stepBack(i int) error {
 	k := s.cons[i]
-	if k.stopHolding() > 0 {
+	n := k.stopHolding()
+	if h := holdHook.Load(); h != nil {
+		(*h)(k.q.name)
+	}
+	if n > 0 {
 		select {
 		case <-k.settled:
 		case <-s.stop:
 			return nil
 		}
 	}
+	s.handOver(k)
 	_ = k.ch.Close()
 	<-k.fwd
 	nk, err := s.consume(context.Background(), s.queues[i])
@@ -505,18 +533,11 @@ func (s *subscription) received(it item) (subscriber.Received, bool) {
 	k.mu.Lock()
 	if k.holding {
 		k.mu.Unlock()
-		s.giveBack(k, &it.d)
 		return subscriber.Received{}, false
 	}
 	d := it.d
-	if _, ok := d.Headers[hdrPing]; ok {
-		k.seen = true
-		k.mu.Unlock()
-		_ = k.ch.Ack(d.DeliveryTag, false)
-		return subscriber.Received{}, false
-	}
 	k.outstanding++
-	k.seen = true
+	delete(k.pending, d.DeliveryTag)
 	k.mu.Unlock()
 	dec := decode(&d, k.q.name)
 	f := message.Delivery{
@@ -525,8 +546,9 @@ func (s *subscription) received(it item) (subscriber.Received, bool) {
 		BrokerID:    strconv.FormatUint(d.DeliveryTag, 10),
 		ReceivedAt:  time.Now(),
 	}
-	attempt := dec.attempts + deliveryCount(d.Headers) + 1
-	if n := s.taken(k, &d); n > 0 {
+	count := deliveryCount(d.Headers)
+	attempt := dec.attempts + count + 1
+	if n := s.unhandled(k, &d, count); n > 0 {
 		attempt = max(attempt-n, 1)
 		f.Redelivered = attempt > 1
 	}
@@ -544,39 +566,6 @@ func (s *subscription) received(it item) (subscriber.Received, bool) {
 	return subscriber.Received{Msg: dec.msg, AckID: &ackID{k: k, d: d, attempt: attempt}}, true
 }
 
-// giveBack notes a delivery that goes back to the queue unhandled.
-func (s *subscription) giveBack(k *consumer, d *amqp.Delivery) {
-	if d.MessageId == "" {
-		return
-	}
-	if _, ping := d.Headers[hdrPing]; ping {
-		return
-	}
-	s.returnedMu.Lock()
-	if len(s.returned) > 100_000 {
-		// Given back to other subscribers and never seen again here.
-		clear(s.returned)
-	}
-	s.returned[k.q.name+"\x00"+d.MessageId]++
-	s.returnedMu.Unlock()
-}
-
-// taken returns how many times a delivery was given back unhandled, and
-// forgets it.
-func (s *subscription) taken(k *consumer, d *amqp.Delivery) int {
-	if d.MessageId == "" {
-		return 0
-	}
-	key := k.q.name + "\x00" + d.MessageId
-	s.returnedMu.Lock()
-	defer s.returnedMu.Unlock()
-	n := s.returned[key]
-	if n > 0 {
-		delete(s.returned, key)
-	}
-	return n
-}
-
 // Ack acks each message on its channel. AMQP does not confirm acks: when
 // Ack returns, the acks are sent.
 func (s *subscription) Ack(ctx context.Context, ids []any) error {
@@ -586,7 +575,8 @@ func (s *subscription) Ack(ctx context.Context, ids []any) error {
 		if err := a.k.ch.Ack(a.d.DeliveryTag, false); err != nil {
 			errs = append(errs, err)
 		}
-		a.k.settle(1)
+		s.forget(a.k, &a.d)
+		a.k.settle(1, 1)
 	}
 	return settleError("rabbitmq: ack", errs)
 }
@@ -604,17 +594,18 @@ func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration)
 			// unsettled message in delivery order: a requeue would put it
 			// behind later ones of its partition that this channel holds
 			// (and, with a single active consumer, redeliver it here).
-			a.k.settle(1)
+			a.k.settle(1, 0)
 			continue
 		}
 		if delay > 0 {
 			err := s.delay(ctx, a, delay)
 			if err == nil {
+				s.forget(a.k, &a.d)
 				err = a.k.ch.Ack(a.d.DeliveryTag, false)
 				if err != nil {
 					errs = append(errs, err)
 				}
-				a.k.settle(1)
+				a.k.settle(1, 1)
 				continue
 			}
 			errs = append(errs, err)
@@ -622,7 +613,7 @@ func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration)
 		if err := a.k.ch.Nack(a.d.DeliveryTag, false, true); err != nil {
 			errs = append(errs, err)
 		}
-		a.k.settle(1)
+		a.k.settle(1, 1)
 	}
 	return settleError("rabbitmq: nack", errs)
 }
