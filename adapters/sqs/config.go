@@ -1,6 +1,7 @@
 package sqs
 
 import (
+	"context"
 	"net"
 	"net/url"
 	"strings"
@@ -106,6 +107,10 @@ type Config struct {
 	// subscriber of the client.
 	Publisher  publisher.Options
 	Subscriber subscriber.Options
+
+	// wrapDial, when set (by this package's tests), wraps the dialer of
+	// every connection.
+	wrapDial func(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 func (c *Config) fill() error {

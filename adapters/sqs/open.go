@@ -77,9 +77,13 @@ func (c *core) where() string {
 
 func connect(ctx context.Context, cfg *Config) (*core, error) {
 	const op = "sqs: open"
+	dial := (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext
+	if cfg.wrapDial != nil {
+		dial = cfg.wrapDial(dial)
+	}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         dial,
 		ForceAttemptHTTP2:   true,
 		TLSHandshakeTimeout: cfg.ConnectTimeout,
 		MaxIdleConns:        256,
@@ -141,7 +145,7 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 			// a transport whose idle connections Close can close.
 			tr.CloseIdleConnections()
 			tr = bc.GetTransport()
-			tr.DialContext = (&net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext
+			tr.DialContext = dial
 			tr.TLSHandshakeTimeout = cfg.ConnectTimeout
 			tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 256
 			hc.Transport = tr
