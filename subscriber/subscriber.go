@@ -283,7 +283,9 @@ func (s *Subscriber) Close(ctx context.Context) error {
 
 // drainDeadline returns a channel that fires when the drain of a run must
 // end: Close's context when Close stopped the run, else DrainTimeout after
-// now.
+// now, or Close's context if Close starts meanwhile, whichever ends first
+// (Close's deadline bounds every drain, also one already under way). The
+// returned func releases what the deadline holds.
 func (s *Subscriber) drainDeadline(d time.Duration) (<-chan struct{}, func()) {
 	s.mu.Lock()
 	cctx := s.closeCtx
@@ -292,7 +294,32 @@ func (s *Subscriber) drainDeadline(d time.Duration) (<-chan struct{}, func()) {
 		return cctx.Done(), func() {}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
-	return ctx.Done(), cancel
+	released := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-s.closing:
+		case <-ctx.Done():
+			return
+		case <-released:
+			return
+		}
+		s.mu.Lock()
+		cctx := s.closeCtx
+		s.mu.Unlock()
+		select {
+		case <-cctx.Done():
+			cancel()
+		case <-ctx.Done():
+		case <-released:
+		}
+	}()
+	return ctx.Done(), func() {
+		close(released)
+		<-watched
+		cancel()
+	}
 }
 
 // panicError is the error of a handler that panicked.

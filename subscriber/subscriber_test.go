@@ -151,6 +151,60 @@ func TestCloseDeadlineCancelsStuckHandlers(t *testing.T) {
 	c2.Close(ctx)
 }
 
+// A Subscribe call stopped by its own context drains for DrainTimeout;
+// a Close that starts meanwhile bounds that drain by its own deadline.
+func TestCloseDeadlineBoundsADrainUnderWay(t *testing.T) {
+	b := newBroker(t)
+	ctx := context.Background()
+	c := client(t, b.PublisherDriver(), b.SubscriberDriver())
+	if err := c.Publisher().Publish(ctx, "t", message.New([]byte("slow"))); err != nil {
+		t.Fatal(err)
+	}
+	stopping := make(chan (<-chan struct{}), 1)
+	var handlerErr atomic.Value
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	subDone := make(chan error, 1)
+	go func() {
+		subDone <- c.Subscriber().Subscribe(sctx, "t", func(hctx context.Context, _ *message.Message) error {
+			stopping <- subscriber.InfoFrom(hctx).Stopping()
+			<-hctx.Done()
+			handlerErr.Store(hctx.Err())
+			return hctx.Err()
+		}, subscriber.Group("g"), subscriber.DrainTimeout(time.Hour))
+	}()
+	var draining <-chan struct{}
+	select {
+	case draining = <-stopping:
+	case <-time.After(wait):
+		t.Fatal("handler never called")
+	}
+	stop()
+	select {
+	case <-draining:
+	case <-time.After(wait):
+		t.Fatal("the run did not start draining after its context ended")
+	}
+	closeCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- c.Subscriber().Close(closeCtx) }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Close waited for the hour-long DrainTimeout, not for its own deadline")
+	}
+	if err := <-subDone; err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := handlerErr.Load().(error); !errors.Is(err, context.Canceled) {
+		t.Fatalf("handler saw %v, want its context cancelled", err)
+	}
+}
+
 // noDelay declares that its broker cannot delay a nack, and records the
 // delays it is asked for.
 type noDelay struct {
