@@ -33,9 +33,11 @@ import (
 // kafka.Reader in a consumer group (FetchMessage, then CommitMessages
 // synchronously every benchBatch messages); polybus runs an unordered
 // subscriber with Prefetch benchPrefetch, a no-op handler and the
-// default commits (synchronous, per ack batch); POLYBUS_KAFKA_BENCH_QUERY
-// adds URL options to the polybus subscriber's client (for instance
-// commit_interval=5ms). The polybus side
+// default commits (synchronous, per ack batch), on the client that
+// publishes (one client per application, as polybus is used: a second one
+// would add a second metadata refresh of every topic of the broker);
+// POLYBUS_KAFKA_BENCH_QUERY gives the subscriber a client of its own with
+// these URL options (for instance commit_interval=5ms). The polybus side
 // carries its envelope (the ID and time headers); the raw side sends the
 // same ID as a header. Latency is from building a message to its handler,
 // in an HDR histogram (1 µs to 1 min, 3 significant digits). Every run
@@ -294,11 +296,7 @@ func runPolyEndToEnd(t testing.TB, e *benchEnv, size, n int) benchResult {
 	topic := e.topic(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sub, err := polybus.Open(ctx, withQuery(e.url, os.Getenv("POLYBUS_KAFKA_BENCH_QUERY")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close(context.Background())
+	sub := e.subscriberClient(t, ctx)
 	lat := newLatencies()
 	var handled atomic.Int64
 	done := make(chan struct{})
@@ -327,6 +325,24 @@ func runPolyEndToEnd(t testing.TB, e *benchEnv, size, n int) benchResult {
 		t.Errorf("subscribe: %v", err)
 	}
 	return r
+}
+
+// subscriberClient returns the client that the polybus runs subscribe
+// with: the publishing one, as an application would, unless
+// POLYBUS_KAFKA_BENCH_QUERY asks for other options, which then get a
+// client of their own, closed when the test ends.
+func (e *benchEnv) subscriberClient(t testing.TB, ctx context.Context) *polybus.Client {
+	t.Helper()
+	q := os.Getenv("POLYBUS_KAFKA_BENCH_QUERY")
+	if q == "" {
+		return e.c
+	}
+	c, err := polybus.Open(ctx, withQuery(e.url, q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
 }
 
 // waitBench waits for ch, failing if the subscription ends first or after
@@ -420,11 +436,7 @@ func runPolyConsume(t testing.TB, e *benchEnv, size, n int) benchResult {
 	e.fill(t, topic, n, size)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sub, err := polybus.Open(ctx, withQuery(e.url, os.Getenv("POLYBUS_KAFKA_BENCH_QUERY")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close(context.Background())
+	sub := e.subscriberClient(t, ctx)
 	var handled atomic.Int64
 	done := make(chan struct{})
 	subDone := make(chan error, 1)

@@ -44,35 +44,51 @@ func (d *pubDriver) SendBatch(ctx context.Context, topic string, msgs []*message
 	}
 	errs := make([]error, len(msgs))
 	sticky := parts[int(d.sticky.Add(1)-1)%len(parts)]
-	var order []int // partitions in order of first use
-	byPart := map[int][]*chunk{}
 	bal := kafkago.Murmur2Balancer{}
+	slab := newRecordSlab(msgs)
+	// First the records and their partitions (-1: failed here), then the
+	// chunks, each sized for what is left of its partition.
+	recs := make([]kafkago.Record, len(msgs))
+	sizes := make([]int, len(msgs))
+	dest := make([]int, len(msgs))
+	left := map[int]int{}
+	var order []int // partitions in order of first use
 	for i, m := range msgs {
+		dest[i] = -1
 		if k := reservedKey(m); k != "" {
 			errs[i] = message.Errorf(message.InvalidArgument, op, "metadata key %q is reserved for polybus's own record header", k)
 			continue
 		}
-		rec, size := record(m)
+		rec, size, key := slab.record(m)
 		if size > d.c.batchLimit {
 			errs[i] = message.Errorf(message.TooLarge, op, "message %s takes %d bytes as a Kafka record, over the broker's limit of %d (message.max.bytes less the batch header)", m.ID, size, d.c.batchLimit)
 			continue
 		}
 		p := sticky
-		if m.Key != "" {
-			p = bal.Balance(kafkago.Message{Key: []byte(m.Key)}, parts...)
+		if key != nil {
+			p = bal.Balance(kafkago.Message{Key: key}, parts...)
 		}
-		cs := byPart[p]
-		if len(cs) == 0 {
+		recs[i], sizes[i], dest[i] = rec, size, p
+		if left[p] == 0 {
 			order = append(order, p)
 		}
-		if len(cs) == 0 || cs[len(cs)-1].size+size > d.c.batchLimit {
-			cs = append(cs, &chunk{})
+		left[p]++
+	}
+	byPart := make(map[int][]*chunk, len(order))
+	for i, p := range dest {
+		if p < 0 {
+			continue
+		}
+		cs := byPart[p]
+		if len(cs) == 0 || cs[len(cs)-1].size+sizes[i] > d.c.batchLimit {
+			cs = append(cs, &chunk{idx: make([]int, 0, left[p]), recs: make([]kafkago.Record, 0, left[p])})
 			byPart[p] = cs
 		}
 		ch := cs[len(cs)-1]
 		ch.idx = append(ch.idx, i)
-		ch.recs = append(ch.recs, rec)
-		ch.size += size
+		ch.recs = append(ch.recs, recs[i])
+		ch.size += sizes[i]
+		left[p]--
 	}
 	if len(order) == 1 {
 		d.sendPartition(ctx, topic, order[0], byPart[order[0]], errs)

@@ -3,7 +3,6 @@ package kafka
 import (
 	"context"
 	"errors"
-	"strconv"
 	"sync"
 	"time"
 
@@ -98,11 +97,12 @@ func (d *subDriver) As(target any) bool { return d.c.as(target) }
 // subscription is one Subscribe call's group member.
 //
 // Bookkeeping, all under mu: each partition of the current generation has
-// a partState that lists, in offset order, every offset fetched and not
-// yet acked (pending). The offset committed for a partition is the lowest
-// pending one (or the one after the last fetched when none is pending), so
-// a commit never passes a message whose handler has not finished, however
-// out of order the acks of different keys arrive.
+// a partState that lists, in offset order, every delivery taken from its
+// reader and not yet acked (pending). The offset committed for a partition
+// is the lowest pending one (or the one after the last taken when none is
+// pending; what the reader fetched and Receive has not taken yet lies
+// beyond it), so a commit never passes a message whose handler has not
+// finished, however out of order the acks of different keys arrive.
 //
 // Nacked messages are held here (holds) until their delay has passed and
 // are then returned by Receive again; later messages of the same key (and
@@ -161,12 +161,17 @@ type genState struct {
 
 // partState is one assigned partition of a generation.
 type partState struct {
-	gen       *genState
-	id        int
-	pending   []int64 // fetched and not acked, ascending, from head
-	head      int
-	done      map[int64]bool // acked offsets still in pending
-	next      int64          // the offset after the last one fetched
+	gen *genState
+	id  int
+	// pending holds, from head, the deliveries taken from the reader and
+	// not all acked yet, in offset order (acked ones behind the first
+	// unacked stay until it is acked).
+	pending []*delivery
+	head    int
+	// next is the offset after the last one taken from the reader (at
+	// first, where the reader starts); the reader alone sets its offset
+	// from it, before it fetches.
+	next      int64
 	committed int64
 }
 
@@ -177,6 +182,12 @@ type delivery struct {
 	due time.Time // for a held redelivery
 	// handedOut: returned by Receive and not settled since.
 	handedOut bool
+	// acked: settled by an ack (it stays in pending until everything
+	// before it is acked too).
+	acked bool
+	// msg is the message of the first hand-out (decoded set).
+	msg     message.Message
+	decoded bool
 }
 
 type holdKey struct {
@@ -227,7 +238,7 @@ func (s *subscription) startGeneration(gen *kafkago.Generation) {
 	assigned := gen.Assignments[s.topic]
 	var unresolved []kafkago.OffsetRequest
 	for _, a := range assigned {
-		gs.parts[a.ID] = &partState{gen: gs, id: a.ID, next: a.Offset, committed: a.Offset, done: map[int64]bool{}}
+		gs.parts[a.ID] = &partState{gen: gs, id: a.ID, next: a.Offset, committed: a.Offset}
 		switch a.Offset {
 		case kafkago.FirstOffset:
 			unresolved = append(unresolved, kafkago.FirstOffsetOf(a.ID))
@@ -285,7 +296,8 @@ func (s *subscription) resolve(gs *genState, reqs []kafkago.OffsetRequest) {
 }
 
 // fetch reads one partition from its start offset until the generation
-// ends, handing each message to Receive through s.in.
+// ends, handing each message to Receive through s.in (Receive records it
+// as pending when it takes it).
 func (s *subscription) fetch(ctx context.Context, ps *partState) {
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:        s.c.cfg.Brokers,
@@ -315,13 +327,8 @@ func (s *subscription) fetch(ctx context.Context, ps *partState) {
 			s.report(err)
 			continue
 		}
-		d := &delivery{p: ps, km: km}
-		s.mu.Lock()
-		ps.pending = append(ps.pending, km.Offset)
-		ps.next = km.Offset + 1
-		s.mu.Unlock()
 		select {
-		case s.in <- d:
+		case s.in <- &delivery{p: ps, km: km}:
 		case <-ctx.Done():
 			return
 		}
@@ -496,12 +503,15 @@ func (s *subscription) accept(d *delivery, max int) []subscriber.Received {
 	return out
 }
 
-// route hands d out, or parks it behind a held message of its key, or
-// drops it when its generation is over. Under mu.
+// route records d as pending and hands it out, or parks it behind a held
+// message of its key, or drops it when its generation is over. Under mu.
 func (s *subscription) route(d *delivery) (subscriber.Received, bool) {
 	if !d.live() {
 		return subscriber.Received{}, false
 	}
+	ps := d.p
+	ps.pending = append(ps.pending, d)
+	ps.next = d.km.Offset + 1
 	if len(d.km.Key) > 0 {
 		if h := s.holds[holdKey{part: d.p.id, key: string(d.km.Key), off: -1}]; h != nil {
 			h.items = append(h.items, d)
@@ -517,8 +527,19 @@ func (s *subscription) handOut(d *delivery) subscriber.Received {
 	d.handedOut = true
 	d.p.gen.out++
 	km := &d.km
-	attempt := s.attempts[partOffset{km.Partition, km.Offset}] + 1
-	msg := decode(km)
+	attempt := 1
+	if len(s.attempts) > 0 {
+		attempt += s.attempts[partOffset{km.Partition, km.Offset}]
+	}
+	// The first hand-out decodes into the delivery's own Message (one
+	// allocation less); a redelivery gets a new one, as a handler may
+	// still hold the earlier.
+	msg := &d.msg
+	if d.decoded {
+		msg = new(message.Message)
+	}
+	d.decoded = true
+	brokerID := decode(msg, km)
 	message.Received(msg, message.Delivery{
 		Topic:       s.topic,
 		Group:       s.group,
@@ -526,7 +547,7 @@ func (s *subscription) handOut(d *delivery) subscriber.Received {
 		Redelivered: attempt > 1,
 		Partition:   km.Partition,
 		Offset:      km.Offset,
-		BrokerID:    strconv.Itoa(km.Partition) + ":" + strconv.FormatInt(km.Offset, 10),
+		BrokerID:    brokerID,
 		ReceivedAt:  time.Now(),
 	}, func(target any) bool {
 		if t, ok := target.(*kafkago.Message); ok {
@@ -593,8 +614,10 @@ func (s *subscription) Ack(ctx context.Context, ids []any) error {
 			continue
 		}
 		ps := d.p
-		ps.done[d.km.Offset] = true
-		delete(s.attempts, partOffset{d.km.Partition, d.km.Offset})
+		d.acked = true
+		if len(s.attempts) > 0 {
+			delete(s.attempts, partOffset{d.km.Partition, d.km.Offset})
+		}
 		if len(gens) == 0 || gens[len(gens)-1] != ps.gen {
 			gens = append(gens, ps.gen)
 		}
@@ -675,23 +698,24 @@ func (s *subscription) commitLocked(gs *genState) error {
 	return nil
 }
 
-// commitPoint drops the acked offsets at the head of pending and returns
-// the offset to commit: the lowest unfinished one, else the next to fetch.
-// Under mu.
+// commitPoint drops the acked deliveries at the head of pending and
+// returns the offset to commit: the lowest unfinished one, else the one
+// after the last taken from the reader. Under mu.
 func (ps *partState) commitPoint() int64 {
-	for ps.head < len(ps.pending) && ps.done[ps.pending[ps.head]] {
-		delete(ps.done, ps.pending[ps.head])
+	for ps.head < len(ps.pending) && ps.pending[ps.head].acked {
+		ps.pending[ps.head] = nil
 		ps.head++
 	}
-	if ps.head > 1024 && ps.head > len(ps.pending)/2 {
+	switch {
+	case ps.head == len(ps.pending):
+		ps.pending, ps.head = ps.pending[:0], 0
+		return ps.next
+	case ps.head > 1024 && ps.head > len(ps.pending)/2:
 		n := copy(ps.pending, ps.pending[ps.head:])
-		ps.pending = ps.pending[:n]
-		ps.head = 0
+		clear(ps.pending[n:])
+		ps.pending, ps.head = ps.pending[:n], 0
 	}
-	if ps.head < len(ps.pending) {
-		return ps.pending[ps.head]
-	}
-	return ps.next
+	return ps.pending[ps.head].km.Offset
 }
 
 // Nack holds the messages and hands them back, each after delay, in
