@@ -175,6 +175,9 @@ type partState struct {
 	committed int64
 }
 
+// deliverySlab is how many deliveries a partition reader allocates at once.
+const deliverySlab = 64
+
 // delivery is one fetched message, and the subscription's AckID for it.
 type delivery struct {
 	p   *partState
@@ -318,6 +321,7 @@ func (s *subscription) fetch(ctx context.Context, ps *partState) {
 		<-ctx.Done()
 		return
 	}
+	var slab []delivery // deliveries allocated deliverySlab at a time
 	for {
 		km, err := r.FetchMessage(ctx)
 		if err != nil {
@@ -327,8 +331,14 @@ func (s *subscription) fetch(ctx context.Context, ps *partState) {
 			s.report(err)
 			continue
 		}
+		if len(slab) == 0 {
+			slab = make([]delivery, deliverySlab)
+		}
+		d := &slab[0]
+		slab = slab[1:]
+		d.p, d.km = ps, km
 		select {
-		case s.in <- &delivery{p: ps, km: km}:
+		case s.in <- d:
 		case <-ctx.Done():
 			return
 		}
