@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -81,12 +82,16 @@ func (k *consumer) forwarded(d *amqp.Delivery) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.seen = true
-	_, ping := d.Headers[hdrPing]
+	token, ping := d.Headers[hdrPing]
 	if ping && !k.holding {
 		_ = k.ch.Ack(d.DeliveryTag, false)
 		return false
 	}
 	k.unacked++
+	if ping && k.fenceToken != "" && token == k.fenceToken {
+		// Every delivery before the last fence ping is in.
+		k.fenceAt = 1
+	}
 	if !ping && k.q.part >= 0 {
 		if id := deliveryID(d); id != "" {
 			k.pending[d.DeliveryTag] = pendingDelivery{id: id, count: deliveryCount(d.Headers)}
@@ -100,12 +105,17 @@ func (k *consumer) forwarded(d *amqp.Delivery) bool {
 }
 
 // handOver prepares the hand-over of the partitions of ks that this
-// subscription is active on and that hold no handed-out message: it fills
-// their prefetch, waits until nothing more can arrive and records the
-// deliveries they give back in the partitions' hand-over queues. Each k
-// must be holding or its subscription stopped (Receive no longer called).
-// It runs on the manager goroutine, before the channels close.
-func (s *subscription) handOver(ks ...*consumer) {
+// subscription is active on and that hold no handed-out message: it
+// publishes pings straight to their queues, waits until nothing more can
+// arrive before them and records the deliveries they give back in the
+// partitions' hand-over queues. With full (a step back, while others
+// publish), the pings fill the prefetch, after which the broker has no
+// credit to send anything; otherwise (the subscription stops) one ping
+// each, which leaves a message published during the close to count one
+// more attempt, and costs the queues far fewer pings. Each k must be
+// holding or its subscription stopped (Receive no longer called). It runs
+// on the manager goroutine, before the channels close.
+func (s *subscription) handOver(full bool, ks ...*consumer) {
 	if s.c.cfg.Unordered {
 		return
 	}
@@ -116,17 +126,23 @@ func (s *subscription) handOver(ks ...*consumer) {
 		if k.ch.IsClosed() {
 			continue
 		}
+		s.fences++
+		token := "fence-" + strconv.FormatUint(s.fences, 10)
 		k.mu.Lock()
 		active := k.seen
 		need := s.prefetch - k.unacked
 		if active && need > 0 {
 			k.fenceAt = s.prefetch
+			k.fenceToken = token
+			if !full {
+				need = 1
+			}
 		}
 		k.mu.Unlock()
 		if !active {
 			continue
 		}
-		if need > 0 && s.fill(k.q, need) {
+		if need > 0 && s.fill(k.q, need, token) {
 			waits = append(waits, k)
 		}
 	}
@@ -155,16 +171,19 @@ func (s *subscription) handOver(ks ...*consumer) {
 	}
 }
 
-// fill publishes n pings straight to q: the queue then holds enough for the
-// active consumer's prefetch to fill up.
-// It reports whether they were all sent.
-func (s *subscription) fill(q groupQueue, n int) bool {
+// fill publishes n pings straight to q, the last with token. It reports
+// whether they were all sent.
+func (s *subscription) fill(q groupQueue, n int, token string) bool {
 	if s.ctl == nil {
 		return false
 	}
-	for range n {
+	for i := range n {
+		var v any = true
+		if i == n-1 {
+			v = token
+		}
 		if err := s.ctl.Publish("", q.name, false, false, amqp.Publishing{
-			Headers: amqp.Table{hdrPing: true}, DeliveryMode: amqp.Transient,
+			Headers: amqp.Table{hdrPing: v}, DeliveryMode: amqp.Transient,
 		}); err != nil {
 			return false
 		}

@@ -110,6 +110,7 @@ type subscription struct {
 
 	members  int // the member count at the last rebalance
 	ticks    int
+	fences   uint64                          // fence pings published
 	stopping atomic.Bool                     // Receive's context ended: the subscription is stopping
 	recvCtx  atomic.Pointer[context.Context] // the context of the last Receive
 
@@ -144,12 +145,13 @@ type consumer struct {
 	// unacked counts the deliveries forwarded and neither acked nor
 	// nacked on ch; pending holds those not returned by Receive (the
 	// ones a hand-over gives back unhandled); fence, when fenceAt > 0, is
-	// closed once unacked reaches fenceAt: the broker then has no credit
-	// left to send more. ledgerRead: the hand-over queue was read since
+	// closed once unacked reaches fenceAt (the broker then has no credit
+	// left to send more) or the fence ping with fenceToken arrives. ledgerRead: the hand-over queue was read since
 	// the consumer started.
 	unacked    int
 	pending    map[uint64]pendingDelivery
 	fenceAt    int
+	fenceToken string // the header value of the last fence ping
 	fence      chan struct{}
 	ledgerRead bool
 }
@@ -376,7 +378,7 @@ func (s *subscription) run() {
 		}
 		select {
 		case <-s.stop:
-			s.handOver(s.cons...)
+			s.handOver(false, s.cons...)
 			s.teardown()
 			return
 		case <-lost:
@@ -410,7 +412,7 @@ func (s *subscription) stepBack(i int) error {
 			return nil
 		}
 	}
-	s.handOver(k)
+	s.handOver(true, k)
 	_ = k.ch.Close()
 	<-k.fwd
 	nk, err := s.consume(context.Background(), s.queues[i])
