@@ -72,7 +72,9 @@
 // (OrderPerKeyScaleOut).
 //
 // Acks and commits: offsets are committed synchronously on every ack
-// batch, for each partition up to its lowest message not yet acked: with
+// batch, for each partition up to its lowest message not yet acked (or,
+// with none, just past the last one the subscription took from the
+// partition's reader; what the reader fetched ahead is never passed): with
 // handlers of different keys finishing out of order, a commit never
 // passes a message whose handler has not finished. A crash therefore
 // redelivers, to the partition's next owner, every unacked message and
@@ -114,8 +116,19 @@
 // rises with each nack it redelivers in place (Redelivered is Attempt >
 // 1). The count lives in the subscription's memory: a message redelivered
 // by another member (after a rebalance) or after a restart starts again
-// at Attempt 1. AttemptCount is declared on that understanding; the retry
-// and dead-letter middlewares then bound retries per owner, not forever.
+// at Attempt 1 (a member that gets the partition back continues its own
+// count). AttemptCount is declared on that understanding; the retry and
+// dead-letter middlewares then bound retries per owner, not forever.
+// Carrying the count across owners was weighed and left out: a record
+// cannot be rewritten, so a header cannot count re-reads; a retry topic or
+// a per-group attempt log costs a write per nack and breaks a key's order
+// or needs its own compaction; the offset commit's metadata string could
+// hold the counts of a partition's nacked offsets at and above the
+// committed one, but only if every nack were committed at once (a round
+// trip per nack, and kafka-go's generation commits carry no metadata), and
+// a crash would still lose the nacks since the last commit. An
+// application that needs an exact bound across restarts counts attempts
+// in its own store keyed by Message.ID (the dedupe store does the same).
 //
 // Delivery facts: Partition and Offset are the record's; BrokerID is
 // "partition:offset". A record that no polybus publisher wrote (another
