@@ -21,7 +21,11 @@ import (
 // polybus/raw and their medians. With POLYBUS_KAFKA_CEILING=1 each round
 // also runs Kafka's own ProducerPerformance and ConsumerPerformance
 // (kafka-tools, as the interop test finds them) with the same record
-// size, N records and acks=all, and the summary gives polybus/ceiling.
+// size and acks=all, batch.size 1 MiB (so that a produce request can carry
+// as many records as polybus's calls of benchBatch; the default 16 KiB
+// holds only three 4 KiB records), POLYBUS_KAFKA_CEILING_N records
+// (default N; the tools' rates include the JVM's warm-up, so give them
+// more, say 10 x N), and the summary gives polybus/ceiling.
 // Without POLYBUS_KAFKA_BENCH it skips: it is never part of the default
 // test run.
 func TestBenchRounds(t *testing.T) {
@@ -35,8 +39,12 @@ func TestBenchRounds(t *testing.T) {
 	}
 	ceiling := os.Getenv("POLYBUS_KAFKA_CEILING") == "1"
 	var cp string
+	ceilingN := n
 	if ceiling {
 		cp = javaTools(t)
+		if c, err := strconv.Atoi(os.Getenv("POLYBUS_KAFKA_CEILING_N")); err == nil && c > 0 {
+			ceilingN = c
+		}
 	}
 	e := newBenchEnv(t)
 	type pair struct {
@@ -78,7 +86,7 @@ func TestBenchRounds(t *testing.T) {
 				t.Logf("round %d %-10s %4dB ratio   %.2f (cpu/msg %.2f)", round, k.name, size, p.rate()/r.rate(), p.cpuPerMsg()/r.cpuPerMsg())
 			}
 			if ceiling {
-				prod, cons := javaPerf(t, e, cp, size, n)
+				prod, cons := javaPerf(t, e, cp, size, ceilingN)
 				ceil[key{"publish", size}] = append(ceil[key{"publish", size}], prod)
 				ceil[key{"consume", size}] = append(ceil[key{"consume", size}], cons)
 				t.Logf("round %d ceiling    %4dB ProducerPerformance %8.0f msgs/s, ConsumerPerformance %8.0f msgs/s", round, size, prod, cons)
@@ -132,7 +140,7 @@ func javaPerf(t *testing.T, e *benchEnv, cp string, size, n int) (prod, cons flo
 	out := java(t, ctx, cp, "", "org.apache.kafka.tools.ProducerPerformance",
 		"--bootstrap-server", bootstrap, "--topic", topic,
 		"--num-records", strconv.Itoa(n), "--record-size", strconv.Itoa(size), "--throughput", "-1",
-		"--command-property", "acks=all")
+		"--command-property", "acks=all", "batch.size=1048576")
 	// The last line: "N records sent, X records/sec (Y MB/sec), ...".
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	last := lines[len(lines)-1]
