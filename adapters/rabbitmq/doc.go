@@ -62,7 +62,8 @@
 // subscription publishes a small transient ping (header polybus-amqp-ping)
 // straight to a partition queue when it starts consuming it and when the
 // member count changes: whoever is active receives it, acks it and so knows.
-// Other AMQP consumers of partition queues should ack and drop pings. With
+// Other AMQP consumers of partition queues should ack and drop pings (the
+// hand-overs below publish them too). With
 // a partition count that is a multiple of the member count, every member
 // ends up with the same number of partitions; otherwise some get one less
 // (or, with more members than partitions, none). Capabilities.Rebalance is
@@ -73,13 +74,33 @@
 //
 // Hand-over: a partition changes hands only after its outgoing subscriber
 // has settled every message of it that it handed to a handler, so a later
-// message of a key is never handled before an earlier one. A message that
-// was received but not handled when its partition moved comes back with
-// its delivery count (and Attempt) raised by one; a subscriber that crashes
-// leaves its unacked messages to be redelivered, which may repeat, never
-// reorder. When a subscription stops, it leaves the messages it did not
-// handle to the close of its channels (a nack would queue each behind later
-// ones of its partition).
+// message of a key is never handled before an earlier one. A subscriber
+// that crashes leaves its unacked messages to be redelivered, which may
+// repeat, never reorder. When a subscription stops, it leaves the messages
+// it did not handle to the close of its channels (a nack would queue each
+// behind later ones of its partition).
+//
+// Attempts across a hand-over. RabbitMQ 3.10 raises a quorum queue
+// message's x-delivery-count whenever it comes back unsettled, whether by
+// a nack, a reject, basic.recover or the close of the channel that held
+// it: there is no uncounted way to give a delivery back. So the outgoing
+// subscriber, before it closes a partition's channel, publishes pings
+// straight to the queue (enough to fill its prefetch when it steps back;
+// one when it stops) and waits until the broker can send it nothing more
+// before them; it then knows every message it gives back without having
+// handed it to a handler, and writes them, with a publisher confirm, to
+// the partition's hand-over queue ("group#n~handover@topic", durable,
+// classic): message ID, the count its next delivery will carry, and how
+// many of its deliveries no handler saw. The next owner reads that queue
+// before it hands out its first delivery with a count, and leaves the
+// unhandled deliveries out of Attempt. So a graceful step back keeps
+// Attempt exact. Not corrected (Attempt counts one more): messages that
+// the portable subscriber had received and handed back unhandled when a
+// subscription stops (the adapter cannot tell them from a handler's
+// failure), a message published during a stopping subscription's close,
+// and everything unacked after a crash or a connection loss. Messages
+// without a message ID get no correction. The unordered layout has no
+// hand-overs and no correction.
 //
 // Retained is not declared: a group's queues receive only what is
 // published after they exist, whatever subscriber.StartAt says. Create the
@@ -162,7 +183,7 @@
 // # URLs
 //
 //	amqp://user:pass@host:5672/vhost     (the vhost is the URL's path; "/" is %2f, or empty)
-//	amqps://user:pass@host:5671/vhost    AMQP over TLS
+//	amqps://user:pass@host:5671/vhost    AMQP over TLS (1.2 or later)
 //
 // Query parameters:
 //
@@ -200,8 +221,15 @@
 // Unavailable when no broker answers (refused, or one that never completes
 // the handshake), and with PermissionDenied, without retrying, when the
 // broker refuses the credentials or the vhost (RabbitMQ itself answers a
-// failed login after about 3s). A subscription whose topology or login is
-// refused after a reconnection ends with that error.
+// failed login after about 3s), or when the TLS handshake fails on a
+// certificate: the server's (unknown CA, a name other than tls_server_name
+// or the host, expired) or the client's (the server's alert that it is
+// missing, unknown or bad). A subscription whose topology or login is
+// refused after a reconnection ends with that error. The tests prove
+// amqps through a TLS front that the test runs before the broker's plain
+// port (a CA, a server and a client certificate made by the test, client
+// certificates required): a round trip and each refusal above. RabbitMQ's
+// own TLS listener is not tested.
 //
 // # As
 //
