@@ -59,29 +59,18 @@ func options(t *testing.T) conformance.Options {
 }
 
 func harness(t *testing.T, rawURL string) conformance.Harness {
-	h := approxHarness{conformance.URLHarness(rawURL)}
+	h := conformance.URLHarness(rawURL)
 	if os.Getenv("POLYBUS_SQS_RESTART") != "1" || brokersScript() == "" {
 		return h
 	}
 	return &restartHarness{Harness: h}
 }
 
-// approxHarness says that SQS's attempt count (ApproximateReceiveCount)
-// counts receives whose response was lost: against ElasticMQ, a
-// ReceiveMessage now and then fails after the server answered ("use of
-// closed network connection" while reading the body, aws-sdk-go-v2 issues
-// 1825 and 2737), and its messages come back later as attempt 2.
-type approxHarness struct{ conformance.Harness }
-
-func (approxHarness) AttemptsApproximate() bool { return true }
-
 // restartHarness adds a Restarter that restarts ElasticMQ.
 type restartHarness struct {
 	conformance.Harness
 	mu sync.Mutex
 }
-
-func (*restartHarness) AttemptsApproximate() bool { return true }
 
 func (h *restartHarness) Open(ctx context.Context) (*polybus.Client, error) {
 	return h.Harness.Open(ctx)

@@ -31,6 +31,7 @@ import (
 type connTrace struct {
 	mu     sync.Mutex
 	events []string
+	posts  atomic.Int64 // requests written
 }
 
 func (ct *connTrace) dial(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
@@ -55,9 +56,19 @@ type tracedConn struct {
 
 	mu     sync.Mutex
 	closer string
+	log    []string // what happened on the connection, in order
+}
+
+func (c *tracedConn) note(format string, args ...any) {
+	c.mu.Lock()
+	if len(c.log) < 200 {
+		c.log = append(c.log, time.Now().Format("15:04:05.000000 ")+fmt.Sprintf(format, args...))
+	}
+	c.mu.Unlock()
 }
 
 func (c *tracedConn) Close() error {
+	c.note("close")
 	c.mu.Lock()
 	if c.closer == "" {
 		c.closer = string(debug.Stack())
@@ -66,18 +77,38 @@ func (c *tracedConn) Close() error {
 	return c.Conn.Close()
 }
 
+func (c *tracedConn) Write(p []byte) (int, error) {
+	if len(p) >= 5 && string(p[:5]) == "POST " {
+		c.ct.posts.Add(1)
+	}
+	target := ""
+	if i := strings.Index(string(p), "X-Amz-Target: "); i >= 0 {
+		target = strings.SplitN(string(p[i+14:]), "\r", 2)[0]
+	}
+	n, err := c.Conn.Write(p)
+	c.note("write %d of %d bytes %s: %v", n, len(p), target, err)
+	return n, err
+}
+
 func (c *tracedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	head := ""
+	if n > 12 && string(p[:5]) == "HTTP/" {
+		head = string(p[:12])
+	}
+	c.note("read %d %s: %v", n, head, err)
 	if err != nil && errors.Is(err, net.ErrClosed) {
 		// The transport's own read loop peeks on idle connections, and a
 		// closed idle connection is no loss; a caller reading a body is.
 		if reader := string(debug.Stack()); strings.Contains(reader, "bodyEOFSignal") {
 			c.mu.Lock()
-			closer := c.closer
+			closer := c.closer + "--- connection log:\n" + strings.Join(c.log, "\n") + "\n"
 			c.mu.Unlock()
 			c.ct.mu.Lock()
-			c.ct.events = append(c.ct.events, "READ ON LOCALLY CLOSED CONN\n--- reader:\n"+reader+"--- closed by:\n"+closer)
+			ev := "READ ON LOCALLY CLOSED CONN\n--- reader:\n" + reader + "--- closed by:\n" + closer
+			c.ct.events = append(c.ct.events, ev)
 			c.ct.mu.Unlock()
+			fmt.Fprintln(os.Stderr, ev)
 		}
 	}
 	return n, err
@@ -136,13 +167,17 @@ func TestConformanceTraced(t *testing.T) {
 	if v := os.Getenv("POLYBUS_SQS_STRESS"); v != "" {
 		o.Stress, _ = strconv.Atoi(v)
 	}
+	t.Cleanup(func() { traceReport(t, h.ct, u, prefix) })
 	conformance.Run(t, h, o)
+}
+
+func traceReport(t *testing.T, ct *connTrace, u, prefix string) {
 	cfg, _ := ConfigFromURL(u)
 	if c, err := connect(context.Background(), &cfg); err == nil {
 		deleteUnder(c, prefix)
 		_ = c.close()
 	}
-	ev := h.ct.all()
+	ev := ct.all()
 	t.Logf("%d response bodies read from connections closed on this side", len(ev))
 	for i, e := range ev[:min(len(ev), 3)] {
 		t.Logf("event %d:\n%s", i, e)
@@ -171,11 +206,48 @@ func TestReceiveResponsesKept(t *testing.T) {
 	prefix := fmt.Sprintf("r%d%d-", os.Getpid()%10000, time.Now().UnixNano()%1e6)
 	c, ct := tracedCore(t, brokertest.URL(t, "sqs")+"&prefix="+prefix+"&wait_time=1s&receivers=4&group_refresh=100ms")
 	t.Cleanup(func() { deleteUnder(c, prefix) })
+	// Fresh clients meanwhile: the first call on a new connection (Open's
+	// ListQueues) lost its response too.
+	stop := make(chan struct{})
+	var opens sync.WaitGroup
+	var opened atomic.Int64
+	var openErrs []string
+	var openMu sync.Mutex
+	opens.Go(func() {
+		cfg, err := ConfigFromURL(brokertest.URL(t, "sqs") + "&prefix=" + prefix)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		cfg.wrapDial = ct.dial
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			oc, err := connect(context.Background(), &cfg)
+			if err != nil {
+				openMu.Lock()
+				openErrs = append(openErrs, err.Error())
+				openMu.Unlock()
+				continue
+			}
+			opened.Add(1)
+			_ = oc.close()
+		}
+	})
 	for round := range rounds {
 		receiveRound(t, c, fmt.Sprintf("lost-%d", round), round%2 == 1)
 		if t.Failed() {
 			break
 		}
+	}
+	close(stop)
+	opens.Wait()
+	t.Logf("%d fresh clients opened meanwhile", opened.Load())
+	if len(openErrs) > 0 {
+		t.Errorf("%d opens failed; first: %s", len(openErrs), openErrs[0])
 	}
 	if ev := ct.all(); len(ev) > 0 {
 		t.Errorf("%d response bodies read from connections closed on this side; first:\n%s", len(ev), ev[0])

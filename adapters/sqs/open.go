@@ -1,7 +1,9 @@
 package sqs
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -65,6 +67,7 @@ type core struct {
 	names namer
 	reg   *registry
 	caps  message.Capabilities
+	merge merger
 }
 
 // where describes the endpoint in errors.
@@ -104,7 +107,7 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 		// subscriber.Subscription obligations): one attempt per call.
 		o.Retryer = aws.NopRetryer{}
 		o.RetryMaxAttempts = 1
-		o.HTTPClient = hc
+		o.HTTPClient = memBodyClient{hc}
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
@@ -151,7 +154,7 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 			hc.Transport = tr
 			c.tr = tr
 		}
-		ac.HTTPClient = hc
+		ac.HTTPClient = memBodyClient{hc}
 		c.api = sqs.NewFromConfig(ac, opts)
 	}
 	// One call to learn that the endpoint answers and takes the
@@ -185,6 +188,37 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 	return c, nil
 }
 
+// memBodyClient sends every request with its body as an in-memory reader
+// that net/http knows, instead of the SDK's wrapper.
+//
+// The SDK (smithy-go) hands net/http a body wrapper that it closes as soon
+// as Do returns, and whose WriteTo answers io.EOF once closed. net/http,
+// not knowing that wrapper, flushes the headers and copies the body straight
+// to the socket, then reads the body once more to check that it is at its
+// end: the server may have answered in between, Do returned, the SDK closed
+// the wrapper, and that last read (a WriteTo) fails with io.EOF. The
+// transport's write loop then closes the connection under the response
+// body that the caller is still reading ("use of closed network
+// connection" after an HTTP 200), and a ReceiveMessage so cut short leaves
+// its messages invisible until their visibility timeout ends. A
+// bytes.Reader of net/http's own kind is written with the headers in one
+// flush and cannot fail that way.
+type memBodyClient struct{ *http.Client }
+
+func (c memBodyClient) Do(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && req.Body != http.NoBody {
+		b, err := io.ReadAll(req.Body)
+		_ = req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		req.ContentLength = int64(len(b))
+	}
+	return c.Client.Do(req)
+}
+
 // capabilities is the one declaration of what a client of cfg guarantees.
 func capabilities(cfg *Config) message.Capabilities {
 	caps := message.Capabilities{
@@ -215,6 +249,7 @@ func capabilities(cfg *Config) message.Capabilities {
 // step.
 func (c *core) close() error {
 	c.reg.close()
+	c.merge.wg.Wait()
 	c.tr.CloseIdleConnections()
 	return nil
 }
