@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/polybus/polybus/message"
@@ -136,41 +135,35 @@ func (d *pubDriver) send(ctx context.Context, url string, enc []*encoded, ch chu
 		return true
 	}
 	entries := make([]types.SendMessageBatchRequestEntry, len(ch))
+	size := 0
 	for n, i := range ch {
 		e := enc[i]
 		entries[n] = types.SendMessageBatchRequestEntry{
-			Id: entryIDs[n], MessageBody: aws.String(e.body), MessageAttributes: e.attrs,
+			MessageBody: aws.String(e.body), MessageAttributes: e.attrs,
 			MessageGroupId: e.groupID, MessageDeduplicationId: e.dedupID,
 		}
+		size += e.size
 	}
-	out, err := d.c.api.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(url), Entries: entries})
-	if err != nil {
-		err = coded(op, err)
+	res := d.c.send(ctx, url, entries, size)
+	if res.err != nil {
+		err := coded(op, res.err)
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
 		for _, i := range ch {
 			fail(i, err)
 		}
 		return false
 	}
 	// HTTP 200 is not success: every entry must be in Successful.
-	done := make([]bool, len(ch))
-	for _, s := range out.Successful {
-		if n, err := strconv.Atoi(aws.ToString(s.Id)); err == nil && n >= 0 && n < len(ch) {
-			done[n] = true
-		}
-	}
 	ok := true
-	for _, f := range out.Failed {
-		n, err := strconv.Atoi(aws.ToString(f.Id))
-		if err != nil || n < 0 || n >= len(ch) {
-			continue
-		}
-		done[n] = true
-		ok = false
-		ee := &EntryError{Queue: url, Code: aws.ToString(f.Code), Message: aws.ToString(f.Message), SenderFault: f.SenderFault}
-		fail(ch[n], message.Wrap(ee.code(), op, ee))
-	}
-	for n, seen := range done {
-		if !seen {
+	for n := range ch {
+		switch f := res.failed[n]; {
+		case f != nil:
+			ok = false
+			ee := &EntryError{Queue: url, Code: aws.ToString(f.Code), Message: aws.ToString(f.Message), SenderFault: f.SenderFault}
+			fail(ch[n], message.Wrap(ee.code(), op, ee))
+		case !res.ok[n]:
 			ok = false
 			fail(ch[n], message.Errorf(message.Unknown, op, "%s answered neither success nor failure for a message", queueNameOf(url)))
 		}
