@@ -67,7 +67,12 @@
 // reported failed; publishing it again sends it to all of them again (a
 // duplicate for the ones that had it, dropped by FIFO queues'
 // deduplication within 5 minutes). The SDK's own retries are off: every
-// call is one attempt, and the portable layer's caller decides.
+// call is one attempt, and the portable layer's caller decides. Calls of
+// fewer than 10 entries that concurrent publishes make to one queue share
+// SendMessageBatch calls: at most 2 such calls are in flight per queue,
+// and the ones that wait go out together, up to 10 entries and 1 MiB (a
+// call's entries are never split, and go out in the order they came);
+// each message still gets its own entry's outcome.
 //
 // Message form: the body is the payload when it is text SQS takes (valid
 // UTF-8 without control characters other than tab, CR and LF); any other

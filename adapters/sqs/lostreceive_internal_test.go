@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/conformance"
@@ -32,6 +33,7 @@ type connTrace struct {
 	mu     sync.Mutex
 	events []string
 	posts  atomic.Int64 // requests written
+	parts  atomic.Int64 // writes that do not start a request
 }
 
 func (ct *connTrace) dial(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
@@ -80,6 +82,8 @@ func (c *tracedConn) Close() error {
 func (c *tracedConn) Write(p []byte) (int, error) {
 	if len(p) >= 5 && string(p[:5]) == "POST " {
 		c.ct.posts.Add(1)
+	} else {
+		c.ct.parts.Add(1)
 	}
 	target := ""
 	if i := strings.Index(string(p), "X-Amz-Target: "); i >= 0 {
@@ -184,18 +188,49 @@ func traceReport(t *testing.T, ct *connTrace, u, prefix string) {
 	}
 }
 
+// TestRequestsWrittenWhole is the regression test of the cause of lost
+// receive responses: net/http must get request bodies as a reader it knows
+// to be in memory, so that it writes a small request, headers and body, in
+// one flush. With the SDK's own body wrapper it flushed the headers, copied
+// the body to the socket, and then read the wrapper once more, which
+// failed with io.EOF when the SDK had closed it on seeing the response:
+// the transport's write loop then closed the connection under the
+// response body being read.
+func TestRequestsWrittenWhole(t *testing.T) {
+	prefix := fmt.Sprintf("w%d%d-", os.Getpid()%10000, time.Now().UnixNano()%1e6)
+	c, ct := tracedCore(t, brokertest.URL(t, "sqs")+"&prefix="+prefix)
+	t.Cleanup(func() { deleteUnder(c, prefix) })
+	out, err := c.api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(prefix + "whole")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := out.QueueUrl
+	for i := range 5 {
+		if r := c.send(t.Context(), *q, []types.SendMessageBatchRequestEntry{{MessageBody: aws.String(fmt.Sprint(i))}}, 1); r.err != nil || !r.ok[0] {
+			t.Fatalf("send: %+v", r)
+		}
+		if _, err := c.api.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{QueueUrl: q, WaitTimeSeconds: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if posts, parts := ct.posts.Load(), ct.parts.Load(); posts < 11 || parts != 0 {
+		t.Fatalf("%d requests took %d more writes: bodies were written after their headers", posts, parts)
+	}
+}
+
 // TestReceiveResponsesKept is the focused reproduction of receives whose
 // HTTP 200 response was lost while its body was read ("use of closed
 // network connection"; the messages then came back after their visibility
 // timeout as attempt 2). Subscriptions of one group long-poll a queue while
 // publishers fill it, and subscriptions are closed and opened again
-// (Close racing polls in flight) in every other round, for
-// POLYBUS_SQS_REPRO rounds (2 by default, a few seconds). It fails on any response body read from a
+// (Close racing polls in flight) in every other round, while fresh clients
+// are opened and closed, for POLYBUS_SQS_REPRO rounds (1 by default, a
+// few seconds, without churn). It fails on any response body read from a
 // connection this side had closed (with the stack that closed it), any
 // receive error, and any message whose first delivery is not attempt 1
 // other than those a closing subscription handed back.
 func TestReceiveResponsesKept(t *testing.T) {
-	rounds := 2
+	rounds := 1
 	if v := os.Getenv("POLYBUS_SQS_REPRO"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
