@@ -159,8 +159,7 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 	}
 	// One call to learn that the endpoint answers and takes the
 	// credentials; tried again (it changes nothing) after a transient
-	// failure, such as the connection that Go's HTTP client sometimes
-	// closes under a response it is reading (aws-sdk-go-v2 issue 1825).
+	// failure (a server that is still starting, a connection reset).
 	var err error
 	for attempt := 1; ; attempt++ {
 		_, err = c.api.ListQueues(ctx, &sqs.ListQueuesInput{QueueNamePrefix: aws.String(cfg.Prefix), MaxResults: aws.Int32(1)})
