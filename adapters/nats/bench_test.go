@@ -249,3 +249,51 @@ func BenchmarkEndToEnd(b *testing.B) {
 		lat.report(b, b.N)
 	})
 }
+
+// BenchmarkGroupScaling measures one consumer group on embedded:// with 1
+// and with 3 subscribers, each on its own client (concurrency 8), handling
+// b.N messages over 64 keys in per-key order; each call simulates 1ms of
+// I/O. The messages are published before the subscribers start; the time
+// is from the start of the first subscriber to the last message handled.
+// Run:
+//
+//	go test -run '^$' -bench 'GroupScaling' -benchtime 20000x ./adapters/nats/
+func BenchmarkGroupScaling(b *testing.B) {
+	for _, subs := range []int{1, 3} {
+		b.Run(fmt.Sprint(subs), func(b *testing.B) {
+			u := "embedded://" + b.TempDir()
+			pub := open(b, u)
+			topic, group := unique("bench.scale"), unique("g")
+			batch := make([]*message.Message, 0, benchBatch)
+			for sent := 0; sent < b.N; sent += len(batch) {
+				batch = batch[:0]
+				for i := 0; i < benchBatch && sent+i < b.N; i++ {
+					m := message.New(payload())
+					m.Key = fmt.Sprintf("key-%d", (sent+i)%64)
+					batch = append(batch, m)
+				}
+				if err := pub.Publisher().Publish(context.Background(), topic, batch...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var handled atomic.Int64
+			done := make(chan struct{})
+			n := int64(b.N)
+			h := func(context.Context, *message.Message) error {
+				time.Sleep(time.Millisecond)
+				if handled.Add(1) == n {
+					close(done)
+				}
+				return nil
+			}
+			b.ResetTimer()
+			for range subs {
+				c := open(b, u)
+				subscribe(b, c, topic, h, subscriber.Group(group), subscriber.Concurrency(8))
+			}
+			<-done
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}

@@ -80,6 +80,13 @@ type Config struct {
 	// the stream has stored within it is not stored again. Default 2m.
 	Duplicates time.Duration
 
+	// Partitions is the partition count of the streams that polybus
+	// creates (see the package documentation, "Partitions"): the most
+	// subscribers of one group that share its work. A stream keeps the
+	// count it was created with; clients read it from the stream.
+	// Default DefaultPartitions (8); at most 256.
+	Partitions int
+
 	// AckWait is how long the server waits for an ack before it
 	// redelivers, for subscriptions whose AckDeadline is 0. Default 30s.
 	AckWait time.Duration
@@ -101,7 +108,7 @@ func (c *Config) fill() error {
 	bad := func(format string, args ...any) error {
 		return message.Errorf(message.InvalidArgument, op, format, args...)
 	}
-	if c.ConnectTimeout < 0 || c.ReconnectWait < 0 || c.MaxAge < 0 || c.Duplicates < 0 || c.AckWait < 0 || c.PublishTimeout < 0 || c.Replicas < 0 {
+	if c.ConnectTimeout < 0 || c.ReconnectWait < 0 || c.MaxAge < 0 || c.Duplicates < 0 || c.AckWait < 0 || c.PublishTimeout < 0 || c.Replicas < 0 || c.Partitions < 0 {
 		return bad("negative duration or replica count in config")
 	}
 	if c.Embedded {
@@ -145,6 +152,12 @@ func (c *Config) fill() error {
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
+	}
+	switch {
+	case c.Partitions == 0:
+		c.Partitions = DefaultPartitions
+	case c.Partitions > maxPartitions:
+		return bad("partitions %d: at most %d", c.Partitions, maxPartitions)
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 5 * time.Second
@@ -249,6 +262,7 @@ func configFromURL(u *url.URL) (Config, error) {
 	c.Storage = Storage(p.OneOf("storage", "", string(FileStorage), string(MemoryStorage)))
 	c.MaxAge = p.Duration("max_age", 0)
 	c.Duplicates = p.Duration("duplicates", 0)
+	c.Partitions = p.Int("partitions", 0)
 	c.AckWait = p.Duration("ack_wait", 0)
 	c.ConfirmAcks = p.Bool("confirm_acks", false)
 	c.PublishTimeout = p.Duration("publish_timeout", 0)
@@ -257,6 +271,9 @@ func configFromURL(u *url.URL) (Config, error) {
 	}
 	if u.Scheme == Scheme && c.Replicas < 0 {
 		return bad("replicas=%d: want 1 or more", c.Replicas)
+	}
+	if c.Partitions < 0 {
+		return bad("partitions=%d: want 1 to %d", c.Partitions, maxPartitions)
 	}
 	if err := c.fill(); err != nil {
 		return Config{}, err

@@ -10,17 +10,82 @@
 //
 // # Semantics
 //
-// Layout: one stream per topic, whose only subject is the topic itself. A
-// topic is therefore a literal NATS subject: dots separate non-empty tokens
-// ("orders.created"), and whitespace, control characters, the wildcards
-// '*' and '>', a leading '$' (the server's own subjects) and a leading
-// "_INBOX." are refused with message.ErrInvalidArgument, as is invalid
-// UTF-8 or a topic over 1024 bytes. Subject = topic keeps polybus
-// interoperable: any NATS client publishing to "orders.created" feeds the
-// topic, and a JetStream consumer of the stream reads it. One stream per
-// topic (rather than one stream for all) keeps topics apart in retention,
-// limits, deletion and monitoring, and lets a new group of one topic start
-// without scanning the others.
+// Layout: one stream per topic. A topic is a literal NATS subject: dots
+// separate non-empty tokens ("orders.created"), and whitespace, control
+// characters, the wildcards '*' and '>', a leading '$' (the server's own
+// subjects), a leading "_INBOX." and a leading "_PB." (polybus's partition
+// subjects, below) are refused with message.ErrInvalidArgument, as is
+// invalid UTF-8 or a topic over 1024 bytes. One stream per topic (rather
+// than one stream for all) keeps topics apart in retention, limits,
+// deletion and monitoring, and lets a new group of one topic start without
+// scanning the others.
+//
+// Partitions: a topic's stream is split into N partitions (Config.Partitions, URL
+// partitions=N, default 8, fixed when the stream is created and recorded in
+// its metadata under "polybus-partitions", where every client reads it).
+// Partition p of topic T is the subject "_PB.<p>.T", and the stream's
+// subjects are T and "_PB.*.T". A publisher puts a message on the subject
+// of partition FNV-1a-32(key) mod N (the 32-bit FNV-1a hash of the key's
+// bytes); a message without a key, which promises no order, goes to the
+// partition of its ID instead, so keyless load spreads too. A message that
+// a plain NATS client publishes to T itself is filed under partition 0 by
+// the stream's subject transform (T -> "_PB.0.T"). A consumer in another
+// language reads the stream as it is (each message's subject names its
+// partition; the headers are below), and a producer that wants per-key
+// order with polybus's groups publishes to the partition subject computed
+// as above.
+//
+// A group has one durable pull consumer per partition, named after the
+// group plus "_P<p>" (see Subscribing), under the priority policy
+// pinned_client with the priority group "polybus": the server delivers a
+// partition to one client at a time, and moves it after 5s (PinnedTTL)
+// without pull requests from that client. The group's live subscribers
+// register in the JetStream KV bucket "polybus_members", key
+// "<stream>.<group>.<member>", written every second; a key not written for
+// 5s (by the server's timestamps) is a dead member, and a closing
+// subscriber deletes its key. Every member watches the group's keys and
+// takes the partitions that the sorted list of live members gives it
+// (partition p to member p mod M).
+//
+// Hand-over: a member that loses a partition stops pulling it, waits until
+// the portable subscriber has settled every message of it that it handed
+// to a handler, hands back what it pulled and did not hand out (and what was
+// nacked meanwhile) in stream order, checks that its acks are applied, and
+// unpins the partition. The next member asks for the partition only once
+// it is unpinned, so the server redelivers the handed-back messages first,
+// in order. So on a graceful change a key's messages are never handled out
+// of order and none twice, and calls of one key never overlap across
+// subscribers. When the hand-back is clean (every delivery since the ack
+// floor is among the handed-back, none handled), it is a reset of the
+// consumer to its ack floor instead of nacks: the same messages come next,
+// as first deliveries (Attempt 1), and the reset is stored, so it holds
+// across a restart of the server, which forgets plain nacks. A member that
+// dies (SIGKILL, network loss) leaves its partitions pinned and its
+// messages pending; after the pin and its key expire, the next owner finds
+// the partition unpinned with messages pending that the server would
+// redeliver only after their ack wait, behind newer ones, and resets the
+// consumer to its ack floor: delivery resumes from the oldest unacked
+// message, in stream order (messages acked above the floor come again:
+// duplicates, never reordering). Capabilities.Rebalance, 15s, bounds the
+// move after a death; graceful changes take a few round trips and the
+// handlers' time. Delivery.Partition is the partition.
+//
+// Migration from the unpartitioned layout (before partitions: the topic
+// the stream's only subject, one durable consumer per group named after
+// the group): the first client of this version that uses the topic updates
+// the stream in place (it gains the partition subjects, the transform and
+// the count; nothing is copied). The stored messages stay on the topic's
+// subject. A subscriber reads its group's old consumer to its end (nothing
+// left to deliver or waiting for an ack) before any partition, then
+// deletes it; a group new to the stream gets such a consumer for the old
+// messages first. Old-version publishers still running publish to the
+// topic, which lands in partition 0; old-version subscribers see nothing
+// new (upgrade them together).
+//
+// A stream that someone else created and that captures the topic (say
+// "ORDERS" on "orders.>") is used as it is, unpartitioned: the topic is its
+// subject, a group is one durable consumer, and per-key order holds only
+// within one subscriber of a group.
 //
 // The stream is created on the first Publish or Subscribe of the topic,
 // once per client and concurrency-safe (concurrent creators race
@@ -38,7 +103,7 @@
 // 1 replica (Config.Replicas), no age limit (Config.MaxAge) and a 2-minute
 // deduplication window (Config.Duplicates).
 //
-// Publishing: each message is one JetStream message on the topic's
+// Publishing: each message is one JetStream message on its partition's
 // subject, published asynchronously (PublishMsgAsync); a batch returns once
 // every PubAck has arrived, so Publish returns nil only when the stream has
 // stored every message. Failed messages of a batch are reported one by one
@@ -75,19 +140,25 @@
 // (very many or base64-encoded metadata entries, a huge ID) fails alone with
 // message.ErrTooLarge.
 //
-// Subscribing: a group is a durable pull consumer on the topic's stream,
-// named after the group (escaped like stream names; on a stream created by
-// someone else, the name also carries a hash of the topic), with explicit
-// acks, unlimited deliveries, DeliverAll for subscriber.Earliest and
-// DeliverNew for subscriber.Latest. MaxAckPending is the subscriber's
-// Prefetch and AckWait its AckDeadline (default Config.AckWait, 30s);
-// they are a property of the consumer, shared by the group's subscribers,
-// and the subscriber that opens the group last sets them. Messages are
-// pulled with nats.go's Consume, Prefetch at a time, in stream order, into
-// a buffer that the portable subscriber reads: with one subscriber in the
-// group, messages of a key are handled in publish order as long as none is
-// nacked or redelivered after its ack wait (which reorders). Competing
-// subscribers of a group split the stream between them.
+// Subscribing: a group is a durable pull consumer per partition (see
+// Partitions), named after the group (escaped like stream names) and
+// "_P<p>", with explicit acks, unlimited deliveries, DeliverAll for
+// subscriber.Earliest and DeliverNew for subscriber.Latest; all of a
+// group's consumers are created when its first subscriber opens. AckWait
+// is the subscriber's AckDeadline (default Config.AckWait, 30s) and
+// MaxAckPending twice its Prefetch spread over the partitions (rounded
+// up); they are shared by the group's subscribers, and the one that opens
+// last sets them. Each held partition is pulled by one request at a time
+// (500ms long polls, which also renew the pin) into a buffer that the
+// portable subscriber reads, taking from the partitions in turn. A
+// subscriber's messages of one key are handled in publish order as long as
+// none is nacked or redelivered after its ack wait, and across the
+// group's subscribers too (OrderPerKeyScaleOut). Messages of different
+// keys are not handled in publish order, even by a single subscriber
+// (they are in different partitions); with partitions=1, a group is
+// served by one subscriber at a time, in stream order. On a stream
+// created by someone else a group is one durable consumer on the topic,
+// consumed with nats.go's Consume, as before partitions.
 //
 // Acks are JetStream acks followed by one flush of the connection for the
 // whole batch: when Ack returns, the server has received every ack, at the
@@ -103,9 +174,11 @@
 // above 1, Delivery.BrokerID and Delivery.Offset are the stream sequence,
 // and Delivery.Partition is -1. There is no native dead-lettering.
 //
-// When a subscription stops, it stops pulling first and hands back every
-// message that it had pulled and not handed to a handler, so that they go
-// to the group's other subscribers at once rather than after the ack wait.
+// When a subscription stops, it keeps its partitions pinned (pulling on)
+// while the portable subscriber drains, then hands them over as above:
+// what it had pulled and not handled goes to the next owner at once, in
+// order, rather than after the ack wait, also when that owner is the next
+// process on an embedded store.
 //
 // Reconnection: a nats:// client reconnects by itself, forever, every
 // Config.ReconnectWait. While it is disconnected, Publish fails at once with
@@ -118,9 +191,10 @@
 // operator) is created again by the next Publish or Receive; a re-created
 // consumer starts again from its start position.
 //
-// Capabilities: OrderPerKey, ConsumerGroups, FanOut, Retained, Nack,
-// NackDelay and AttemptCount; Persistent with file storage; no
-// NativeDeadLetter; MaxMessageSize as above.
+// Capabilities: OrderPerKey, OrderPerKeyScaleOut with Rebalance 15s,
+// ConsumerGroups, FanOut, Retained, Nack, NackDelay and AttemptCount;
+// Persistent with file storage; no NativeDeadLetter; MaxMessageSize as
+// above.
 //
 // # URLs
 //
@@ -159,6 +233,7 @@
 //	replicas=1             nats: replicas of the streams polybus creates
 //	storage=file|memory    storage of the streams polybus creates (file)
 //	max_age=0              age limit of those streams (0: none)
+//	partitions=8           partitions of those streams (1 to 256)
 //	duplicates=2m          their deduplication window (at most max_age)
 //	ack_wait=30s           ack wait of the groups' consumers
 //	confirm_acks=false     double acks (see # Semantics)
@@ -188,7 +263,8 @@
 // connection), *jetstream.JetStream and, for embedded://, **server.Server
 // (the nats-server, for its ClientURL or monitoring). A received message's
 // As offers *jetstream.Msg: the JetStream message with its metadata
-// (stream and consumer sequences, pending count) and ack methods. Acking
+// (stream and consumer sequences, pending count), its subject (the
+// partition's) and ack methods. Acking
 // it directly bypasses the portable subscriber, which then acks it again
 // (ignored by the server).
 package nats

@@ -20,7 +20,8 @@ func TestCapabilities(t *testing.T) {
 	c := open(t, embeddedURL(t))
 	got := c.Capabilities()
 	want := message.Capabilities{
-		Name: "nats", OrderPerKey: true, ConsumerGroups: true, FanOut: true, Retained: true,
+		Name: "nats", OrderPerKey: true, OrderPerKeyScaleOut: true, Rebalance: 15 * time.Second,
+		ConsumerGroups: true, FanOut: true, Retained: true,
 		Nack: true, NackDelay: true, AttemptCount: true, Persistent: true,
 		MaxMessageSize: 1<<20 - 1024,
 	}
@@ -30,14 +31,17 @@ func TestCapabilities(t *testing.T) {
 }
 
 // TestDeduplicated publishes one message twice (a retry): the stream
-// stores it once.
+// stores it once. All three share a key, so one partition holds them in
+// publish order and a stored duplicate would come before the marker.
 func TestDeduplicated(t *testing.T) {
 	c := open(t, embeddedURL(t))
 	topic := unique("dedupe")
 	m := message.New([]byte("once"))
+	m.Key = "k"
 	publish(t, c, topic, m)
 	publish(t, c, topic, m.Clone())
 	last := message.New([]byte("marker"))
+	last.Key = "k"
 	publish(t, c, topic, last)
 	s := newSink()
 	subscribe(t, c, topic, s.handle, subscriber.Concurrency(1))
@@ -46,40 +50,49 @@ func TestDeduplicated(t *testing.T) {
 	}
 }
 
-// TestConsumerSettings checks the group's consumer: explicit acks, the
-// subscription's ack deadline and prefetch, and the start position.
+// TestConsumerSettings checks the group's partition consumers: explicit
+// acks, the subscription's ack deadline, a pull limit of twice the prefetch
+// spread over the partitions, the start position, one partition's subject
+// each, and the pinned-client priority policy.
 func TestConsumerSettings(t *testing.T) {
-	c := open(t, embeddedURL(t)+"?ack_wait=7s")
+	c := open(t, embeddedURL(t)+"?ack_wait=7s&partitions=4")
 	topic := unique("settings")
 	var js jetstream.JetStream
 	c.Subscriber().As(&js)
+	stream := "PB_" + topic
 	check := func(group string, wantWait time.Duration, wantPending int, wantDeliver jetstream.DeliverPolicy) {
 		t.Helper()
-		cons, err := js.Consumer(context.Background(), "PB_"+topic, group)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := cons.CachedInfo().Config
-		if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.AckWait != wantWait || cfg.MaxAckPending != wantPending ||
-			cfg.DeliverPolicy != wantDeliver || cfg.FilterSubject != topic || cfg.MaxDeliver != -1 {
-			t.Errorf("consumer %s: %+v", group, cfg)
+		for p := range 4 {
+			name := fmt.Sprintf("%s_P%d", group, p)
+			cons, err := js.Consumer(context.Background(), stream, name)
+			if err != nil {
+				t.Fatalf("consumer %s: %v", name, err)
+			}
+			cfg := cons.CachedInfo().Config
+			if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.AckWait != wantWait || cfg.MaxAckPending != wantPending ||
+				cfg.DeliverPolicy != wantDeliver || cfg.FilterSubject != fmt.Sprintf("_PB.%d.%s", p, topic) || cfg.MaxDeliver != -1 ||
+				cfg.PriorityPolicy != jetstream.PriorityPolicyPinned || cfg.PinnedTTL != 5*time.Second ||
+				!slices.Equal(cfg.PriorityGroups, []string{"polybus"}) {
+				t.Errorf("consumer %s: %+v", name, cfg)
+			}
 		}
 	}
 	nop := func(context.Context, *message.Message) error { return nil }
+	// Prefetch 9 over 4 partitions: ceil(2*9/4) = 5 each.
 	stop := subscribe(t, c, topic, nop, subscriber.Group("a"), subscriber.AckDeadline(3*time.Second), subscriber.Prefetch(9))
-	waitConsumer(t, js, "PB_"+topic, "a")
-	check("a", 3*time.Second, 9, jetstream.DeliverAllPolicy)
+	waitConsumer(t, js, stream, "a_P3")
+	check("a", 3*time.Second, 5, jetstream.DeliverAllPolicy)
 	stop()
 	stop = subscribe(t, c, topic, nop, subscriber.Group("b"), subscriber.StartAt(subscriber.Latest))
-	waitConsumer(t, js, "PB_"+topic, "b")
-	check("b", 7*time.Second, 32, jetstream.DeliverNewPolicy)
+	waitConsumer(t, js, stream, "b_P3")
+	check("b", 7*time.Second, 16, jetstream.DeliverNewPolicy)
 	stop()
 	// Opening a group again with other settings updates the updatable ones.
 	stop = subscribe(t, c, topic, nop, subscriber.Group("a"), subscriber.Prefetch(64))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		cons, err := js.Consumer(context.Background(), "PB_"+topic, "a")
-		if err == nil && cons.CachedInfo().Config.MaxAckPending == 64 {
+		cons, err := js.Consumer(context.Background(), stream, "a_P3")
+		if err == nil && cons.CachedInfo().Config.MaxAckPending == 32 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -87,8 +100,20 @@ func TestConsumerSettings(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	check("a", 7*time.Second, 64, jetstream.DeliverAllPolicy)
+	check("a", 7*time.Second, 32, jetstream.DeliverAllPolicy)
 	stop()
+	// The stream: the topic, its partition subjects, the transform that
+	// files plain publishes to the topic under partition 0, the count.
+	st, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if !slices.Equal(cfg.Subjects, []string{topic, "_PB.*." + topic}) || cfg.SubjectTransform == nil ||
+		cfg.SubjectTransform.Source != topic || cfg.SubjectTransform.Destination != "_PB.0."+topic ||
+		cfg.Metadata["polybus-partitions"] != "4" {
+		t.Errorf("stream config %+v", cfg)
+	}
 }
 
 func waitConsumer(t *testing.T, js jetstream.JetStream, stream, name string) {

@@ -33,6 +33,8 @@ func checkTopic(op, topic string) error {
 		return bad("subjects starting with $ belong to the NATS server")
 	case strings.HasPrefix(topic, "_INBOX."):
 		return bad("subjects under _INBOX. carry NATS replies")
+	case strings.HasPrefix(topic, PartitionPrefix):
+		return bad("subjects under " + PartitionPrefix + " are polybus's partition subjects")
 	case topic[0] == '.' || topic[len(topic)-1] == '.' || strings.Contains(topic, ".."):
 		return bad("dots separate non-empty subject tokens")
 	}
@@ -83,6 +85,12 @@ func consumerName(group, topic string, ownStream bool) string {
 // so "Orders" and "orders" get different directories on case-insensitive
 // file systems too.
 func escapedName(prefix, longPrefix, s string) string {
+	return escapedNameMax(prefix, longPrefix, s, maxNameLen)
+}
+
+// escapedNameMax is escapedName with a length limit of limit bytes (at
+// least 200) instead of maxNameLen.
+func escapedNameMax(prefix, longPrefix, s string, limit int) string {
 	const hexDigits = "0123456789ABCDEF"
 	var b strings.Builder
 	b.Grow(len(prefix) + len(s))
@@ -98,7 +106,7 @@ func escapedName(prefix, longPrefix, s string) string {
 		b.WriteByte(hexDigits[c&0xf])
 	}
 	name := b.String()
-	if len(name) <= maxNameLen {
+	if len(name) <= limit {
 		return name
 	}
 	// Too long: keep a readable head (cut before an escape, never inside

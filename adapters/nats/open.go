@@ -82,6 +82,10 @@ type core struct {
 	state   *connState
 	streams *streamCache
 
+	// kv is the members' bucket, once looked up (membersBucket).
+	kvMu sync.Mutex
+	kv   jetstream.KeyValue
+
 	closeOnce sync.Once
 }
 
@@ -158,16 +162,19 @@ func connect(ctx context.Context, cfg *Config) (*core, error) {
 	}
 	maxPayload := int(nc.MaxPayload())
 	c.caps = message.Capabilities{
-		Name:           "nats",
-		OrderPerKey:    true,
-		ConsumerGroups: true,
-		FanOut:         true,
-		Retained:       true,
-		Nack:           true,
-		NackDelay:      true,
-		AttemptCount:   true,
-		MaxMessageSize: max(maxPayload-headroom, 1),
-		Persistent:     cfg.Storage == FileStorage,
+		Name:        "nats",
+		OrderPerKey: true,
+		// Per-partition pinned consumers: see partsub.go.
+		OrderPerKeyScaleOut: true,
+		Rebalance:           rebalanceBound,
+		ConsumerGroups:      true,
+		FanOut:              true,
+		Retained:            true,
+		Nack:                true,
+		NackDelay:           true,
+		AttemptCount:        true,
+		MaxMessageSize:      max(maxPayload-headroom, 1),
+		Persistent:          cfg.Storage == FileStorage,
 	}
 	c.streams = &streamCache{c: c, m: map[string]*streamEntry{}}
 	return c, nil

@@ -26,7 +26,8 @@ func (d *pubDriver) SendBatch(ctx context.Context, topic string, msgs []*message
 	if err := checkTopic(op, topic); err != nil {
 		return err
 	}
-	if _, err := d.c.streams.ensure(ctx, topic); err != nil {
+	layout, err := d.c.streams.ensure(ctx, topic)
+	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -48,6 +49,9 @@ func (d *pubDriver) SendBatch(ctx context.Context, topic string, msgs []*message
 			continue
 		}
 		nm.Header, nm.Data = env.header(i, m), m.Payload
+		if layout.parts > 0 {
+			nm.Subject = layout.subjects[partitionOf(m.Key, m.ID, layout.parts)]
+		}
 		f, err := d.c.js.PublishMsgAsync(nm, noRetry...)
 		if err != nil {
 			errs[i] = err

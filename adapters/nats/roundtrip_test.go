@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	polynats "github.com/polybus/polybus/adapters/nats"
 	"github.com/polybus/polybus/message"
 	"github.com/polybus/polybus/subscriber"
 )
@@ -16,7 +17,8 @@ import (
 // TestRoundTrip publishes messages that stress every field and checks that
 // each arrives exactly as sent.
 func TestRoundTrip(t *testing.T) {
-	c := open(t, embeddedURL(t))
+	// One partition: stream order across keys, which this test checks.
+	c := open(t, embeddedURL(t)+"?partitions=1")
 	topic := "orders.created"
 
 	binary := make([]byte, 256*4)
@@ -76,11 +78,11 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatalf("message %d has no delivery", i)
 		}
 		if d.Topic != topic || d.Group != subscriber.DefaultGroup || d.Attempt != 1 || d.Redelivered ||
-			d.Partition != -1 || d.Offset != int64(i+1) || d.BrokerID != strconv.Itoa(i+1) {
+			d.Partition != 0 || d.Offset != int64(i+1) || d.BrokerID != strconv.Itoa(i+1) {
 			t.Errorf("message %d delivery: %+v", i, d)
 		}
 		var native jetstream.Msg
-		if !g.As(&native) || native.Subject() != topic {
+		if !g.As(&native) || native.Subject() != polynats.PartitionPrefix+"0."+topic {
 			t.Errorf("message %d: As(*jetstream.Msg) failed", i)
 		}
 		var wrong *int

@@ -32,6 +32,13 @@ func (d *subDriver) Open(ctx context.Context, topic string, cfg subscriber.OpenC
 	if ackWait <= 0 {
 		ackWait = d.c.cfg.AckWait
 	}
+	layout, err := d.c.streams.ensure(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	if layout.parts > 0 {
+		return openPartitioned(ctx, d.c, topic, cfg, layout, prefetch, ackWait)
+	}
 	s := &subscription{
 		c: d.c, topic: topic, group: cfg.Group, start: cfg.Start,
 		prefetch: prefetch, ackWait: ackWait,
@@ -88,10 +95,11 @@ type consuming struct {
 // open finds or creates the stream and the consumer and starts consuming.
 func (s *subscription) open(ctx context.Context) error {
 	const op = "nats: subscribe"
-	stream, err := s.c.streams.ensure(ctx, s.topic)
+	layout, err := s.c.streams.ensure(ctx, s.topic)
 	if err != nil {
 		return err
 	}
+	stream := layout.name
 	cons, err := s.consumer(ctx, stream)
 	if err != nil {
 		return coded(op, err)
@@ -228,6 +236,12 @@ func (s *subscription) consumeError(_ jetstream.ConsumeContext, err error) {
 }
 
 func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Received, error) {
+	return s.receive(ctx, max, 0)
+}
+
+// receive is Receive; with idle > 0 it also returns nothing, without
+// stopping, once idle has passed with no message.
+func (s *subscription) receive(ctx context.Context, max int, idle time.Duration) ([]subscriber.Received, error) {
 	const op = "nats: receive"
 	if s.cur == nil {
 		if err := s.open(ctx); err != nil {
@@ -242,7 +256,15 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Recei
 		if !up {
 			return nil, message.Errorf(message.Unavailable, op, "disconnected from the NATS server; waiting to reconnect")
 		}
+		var idled <-chan time.Time
+		if idle > 0 {
+			t := time.NewTimer(idle)
+			defer t.Stop()
+			idled = t.C
+		}
 		select {
+		case <-idled:
+			return nil, nil
 		case first = <-s.msgs:
 		case <-changed:
 			return nil, message.Errorf(message.Unavailable, op, "disconnected from the NATS server; waiting to reconnect")
@@ -304,42 +326,63 @@ func unavailable(op string, err error) error {
 
 // received makes the polybus message of m.
 func (s *subscription) received(m jetstream.Msg) subscriber.Received {
+	return subscriber.Received{Msg: receivedMsg(m, s.topic, s.group, -1), AckID: m}
+}
+
+// receivedMsg makes the polybus message of m, received for group from
+// partition (-1: unpartitioned).
+func receivedMsg(m jetstream.Msg, topic, group string, partition int) *message.Message {
 	now := time.Now()
 	md, err := m.Metadata()
 	if err != nil {
 		md = nil
 	}
 	msg := decode(m.Data(), m.Headers(), md)
-	d := message.Delivery{Topic: s.topic, Group: s.group, Partition: -1, ReceivedAt: now}
+	d := message.Delivery{Topic: topic, Group: group, Partition: partition, ReceivedAt: now}
 	if md != nil {
 		d.Attempt = int(md.NumDelivered)
 		d.Redelivered = md.NumDelivered > 1
 		d.Offset = int64(md.Sequence.Stream)
 		d.BrokerID = strconv.FormatUint(md.Sequence.Stream, 10)
 	}
-	message.Received(msg, d, func(target any) bool {
+	return message.Received(msg, d, func(target any) bool {
 		if t, ok := target.(*jetstream.Msg); ok {
 			*t = m
 			return true
 		}
 		return false
 	})
-	return subscriber.Received{Msg: msg, AckID: m}
 }
 
-// Ack acks every message, then waits until the server has them: a flush,
+func (s *subscription) Ack(ctx context.Context, ids []any) error {
+	return s.c.ack(ctx, jsMsgs(ids))
+}
+
+func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration) error {
+	return s.c.nack(ctx, jsMsgs(ids), delay)
+}
+
+func jsMsgs(ids []any) []jetstream.Msg {
+	msgs := make([]jetstream.Msg, len(ids))
+	for i, id := range ids {
+		msgs[i] = id.(jetstream.Msg)
+	}
+	return msgs
+}
+
+// ack acks every message, then waits until the server has them: a flush,
 // one round trip for the batch; with ConfirmAcks, each message's double-ack
 // reply instead, all in flight at once.
-func (s *subscription) Ack(ctx context.Context, ids []any) error {
-	if !s.c.cfg.ConfirmAcks {
-		return s.settle(ctx, ids, "nats: ack", jetstream.Msg.Ack)
+func (c *core) ack(ctx context.Context, msgs []jetstream.Msg) error {
+	if !c.cfg.ConfirmAcks {
+		return c.settle(ctx, msgs, "nats: ack", jetstream.Msg.Ack)
 	}
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
-	for _, id := range ids {
+	for _, m := range msgs {
 		wg.Go(func() {
-			if err := id.(jetstream.Msg).DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			if err := m.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -350,26 +393,29 @@ func (s *subscription) Ack(ctx context.Context, ids []any) error {
 	return coded("nats: ack", errors.Join(errs...))
 }
 
-// Nack asks for redelivery, after delay when it is positive, then waits
+// nack asks for redelivery, after delay when it is positive, then waits
 // for the server to have the naks (a flush).
-func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration) error {
+func (c *core) nack(ctx context.Context, msgs []jetstream.Msg, delay time.Duration) error {
 	nak := jetstream.Msg.Nak
 	if delay > 0 {
 		nak = func(m jetstream.Msg) error { return m.NakWithDelay(delay) }
 	}
-	return s.settle(ctx, ids, "nats: nack", nak)
+	return c.settle(ctx, msgs, "nats: nack", nak)
 }
 
 // settle sends f for every message and flushes the connection.
-func (s *subscription) settle(ctx context.Context, ids []any, op string, f func(jetstream.Msg) error) error {
+func (c *core) settle(ctx context.Context, msgs []jetstream.Msg, op string, f func(jetstream.Msg) error) error {
+	if len(msgs) == 0 {
+		return nil
+	}
 	var errs []error
-	for _, id := range ids {
-		if err := f(id.(jetstream.Msg)); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+	for _, m := range msgs {
+		if err := f(m); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 			errs = append(errs, err)
 		}
 	}
 	if len(errs) == 0 {
-		if err := s.c.nc.FlushWithContext(ctx); err != nil {
+		if err := c.nc.FlushWithContext(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
