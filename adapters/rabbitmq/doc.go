@@ -90,8 +90,9 @@
 // before them; it then knows every message it gives back without having
 // handed it to a handler, and writes them, with a publisher confirm, to
 // the partition's hand-over queue ("group#n~handover@topic", durable,
-// classic, declared by the first hand-over or redelivery): message ID, the count its next delivery will carry, and how
-// many of its deliveries no handler saw. The next owner reads that queue
+// classic, declared by the first hand-over or redelivery): message ID,
+// the count its next delivery will carry, and how many of its deliveries
+// no handler saw. The next owner reads that queue
 // before it hands out its first delivery with a count, and leaves the
 // unhandled deliveries out of Attempt. So a graceful step back keeps
 // Attempt exact. Not corrected (Attempt counts one more): messages that
