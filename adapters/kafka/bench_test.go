@@ -502,54 +502,32 @@ func runRawConsume(t testing.TB, e *benchEnv, size, n int) benchResult {
 
 // BenchmarkPublish measures publish throughput, every message acked by
 // all in-sync replicas.
-func BenchmarkPublish(b *testing.B) {
-	e := newBenchEnv(b)
-	for _, size := range benchSizes {
-		b.Run(fmt.Sprintf("%dB/polybus", size), func(b *testing.B) {
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			runPolyPublish(b, e, size, b.N).report(b)
-		})
-		b.Run(fmt.Sprintf("%dB/raw", size), func(b *testing.B) {
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			runRawPublish(b, e, size, b.N).report(b)
-		})
-	}
-}
+func BenchmarkPublish(b *testing.B) { benchPairs(b, runPolyPublish, runRawPublish) }
 
 // BenchmarkEndToEnd publishes b.N messages while one subscriber handles
 // them, and reports throughput and publish-to-handle latency.
-func BenchmarkEndToEnd(b *testing.B) {
-	e := newBenchEnv(b)
-	for _, size := range benchSizes {
-		b.Run(fmt.Sprintf("%dB/polybus", size), func(b *testing.B) {
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			runPolyEndToEnd(b, e, size, b.N).report(b)
-		})
-		b.Run(fmt.Sprintf("%dB/raw", size), func(b *testing.B) {
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			runRawEndToEnd(b, e, size, b.N).report(b)
-		})
-	}
-}
+func BenchmarkEndToEnd(b *testing.B) { benchPairs(b, runPolyEndToEnd, runRawEndToEnd) }
 
 // BenchmarkConsume drains a backlog of b.N messages written before, from
 // the group's first generation to the last message handled.
-func BenchmarkConsume(b *testing.B) {
+func BenchmarkConsume(b *testing.B) { benchPairs(b, runPolyConsume, runRawConsume) }
+
+// benchPairs runs, on one benchEnv, for each message size the sub-benchmark
+// "SIZEB/polybus" (poly) and then "SIZEB/raw" (raw), each with b.N messages
+// of that size, reporting bytes and allocations.
+func benchPairs(b *testing.B, poly, raw func(testing.TB, *benchEnv, int, int) benchResult) {
 	e := newBenchEnv(b)
+	sides := []struct {
+		name string
+		run  func(testing.TB, *benchEnv, int, int) benchResult
+	}{{"polybus", poly}, {"raw", raw}}
 	for _, size := range benchSizes {
-		b.Run(fmt.Sprintf("%dB/polybus", size), func(b *testing.B) {
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			runPolyConsume(b, e, size, b.N).report(b)
-		})
-		b.Run(fmt.Sprintf("%dB/raw", size), func(b *testing.B) {
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			runRawConsume(b, e, size, b.N).report(b)
-		})
+		for _, side := range sides {
+			b.Run(fmt.Sprintf("%dB/%s", size, side.name), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				side.run(b, e, size, b.N).report(b)
+			})
+		}
 	}
 }
