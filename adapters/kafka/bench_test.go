@@ -149,6 +149,17 @@ func (e *benchEnv) writer(topic string) (w *kafkago.Writer, close func()) {
 	return w, func() { w.Close(); cancel(); tr.CloseIdleConnections() }
 }
 
+// reader is the raw consumer: a kafka.Reader in a group of its own, from
+// the earliest offset, with polybus's default fetch and group settings.
+func (e *benchEnv) reader(topic string) *kafkago.Reader {
+	return kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers: e.bootstrap, GroupID: unique("raw"), Topic: topic,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond,
+		QueueCapacity: benchPrefetch, StartOffset: kafkago.FirstOffset,
+		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second,
+	})
+}
+
 func rawPublish(t testing.TB, w *kafkago.Writer, n, size int) {
 	ctx := context.Background()
 	batch := make([]kafkago.Message, 0, benchBatch)
@@ -363,12 +374,7 @@ func runRawEndToEnd(t testing.TB, e *benchEnv, size, n int) benchResult {
 	w, closeW := e.writer(topic)
 	defer closeW()
 	warmUp(t, w)
-	r := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers: e.bootstrap, GroupID: unique("raw"), Topic: topic,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond,
-		QueueCapacity: benchPrefetch, StartOffset: kafkago.FirstOffset,
-		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second,
-	})
+	r := e.reader(topic)
 	defer r.Close()
 	lat := newLatencies()
 	done := make(chan struct{})
@@ -470,12 +476,7 @@ func runPolyConsume(t testing.TB, e *benchEnv, size, n int) benchResult {
 func runRawConsume(t testing.TB, e *benchEnv, size, n int) benchResult {
 	topic := e.topic(t)
 	e.fill(t, topic, n, size)
-	r := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers: e.bootstrap, GroupID: unique("raw"), Topic: topic,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 500 * time.Millisecond,
-		QueueCapacity: benchPrefetch, StartOffset: kafkago.FirstOffset,
-		HeartbeatInterval: time.Second, SessionTimeout: 10 * time.Second,
-	})
+	r := e.reader(topic)
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
