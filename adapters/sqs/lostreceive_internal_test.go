@@ -135,6 +135,27 @@ func tracedCore(t *testing.T, rawURL string) (*core, *connTrace) {
 	return c, ct
 }
 
+// scratchCore opens a traced core (rawURL's query plus query) whose queue
+// names start with a prefix of its own, tag and the process and time, and
+// deletes those queues when the test ends.
+func scratchCore(t *testing.T, tag, query string) (c *core, ct *connTrace, prefix string) {
+	t.Helper()
+	prefix = fmt.Sprintf("%s%d%d-", tag, os.Getpid()%10000, time.Now().UnixNano()%1e6)
+	c, ct = tracedCore(t, brokertest.URL(t, "sqs")+"&prefix="+prefix+query)
+	t.Cleanup(func() { deleteUnder(c, prefix) })
+	return c, ct, prefix
+}
+
+// scratchQueue creates the queue named name and returns its URL.
+func scratchQueue(t *testing.T, c *core, name string) string {
+	t.Helper()
+	out, err := c.api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aws.ToString(out.QueueUrl)
+}
+
 // tracedHarness opens every client of the conformance suite with traced
 // connections.
 type tracedHarness struct {
@@ -197,14 +218,8 @@ func traceReport(t *testing.T, ct *connTrace, u, prefix string) {
 // the transport's write loop then closed the connection under the
 // response body being read.
 func TestRequestsWrittenWhole(t *testing.T) {
-	prefix := fmt.Sprintf("w%d%d-", os.Getpid()%10000, time.Now().UnixNano()%1e6)
-	c, ct := tracedCore(t, brokertest.URL(t, "sqs")+"&prefix="+prefix)
-	t.Cleanup(func() { deleteUnder(c, prefix) })
-	out, err := c.api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(prefix + "whole")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := out.QueueUrl
+	c, ct, prefix := scratchCore(t, "w", "")
+	q := aws.String(scratchQueue(t, c, prefix+"whole"))
 	for i := range 5 {
 		if r := c.send(t.Context(), *q, []types.SendMessageBatchRequestEntry{{MessageBody: aws.String(fmt.Sprint(i))}}, 1); r.err != nil || !r.ok[0] {
 			t.Fatalf("send: %+v", r)
@@ -238,9 +253,7 @@ func TestReceiveResponsesKept(t *testing.T) {
 		}
 		rounds = n
 	}
-	prefix := fmt.Sprintf("r%d%d-", os.Getpid()%10000, time.Now().UnixNano()%1e6)
-	c, ct := tracedCore(t, brokertest.URL(t, "sqs")+"&prefix="+prefix+"&wait_time=1s&receivers=4&group_refresh=100ms")
-	t.Cleanup(func() { deleteUnder(c, prefix) })
+	c, ct, prefix := scratchCore(t, "r", "&wait_time=1s&receivers=4&group_refresh=100ms")
 	// Fresh clients meanwhile: the first call on a new connection (Open's
 	// ListQueues) lost its response too.
 	stop := make(chan struct{})

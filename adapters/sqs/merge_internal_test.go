@@ -3,7 +3,6 @@ package sqs
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -11,22 +10,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-
-	"github.com/polybus/polybus/internal/brokertest"
 )
 
 // TestMergedSends: concurrent one-entry sends to one queue share calls,
 // every entry is accepted once, and a failed entry fails only its own
 // request.
 func TestMergedSends(t *testing.T) {
-	prefix := fmt.Sprintf("m%d%d-", os.Getpid()%10000, time.Now().UnixNano()%1e6)
-	c, ct := tracedCore(t, brokertest.URL(t, "sqs")+"&prefix="+prefix)
-	t.Cleanup(func() { deleteUnder(c, prefix) })
-	out, err := c.api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(prefix + "merge")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := aws.ToString(out.QueueUrl)
+	c, ct, prefix := scratchCore(t, "m", "")
+	q := scratchQueue(t, c, prefix+"merge")
 	const n = 40
 	before := ct.posts.Load()
 	var wg sync.WaitGroup
@@ -79,9 +70,7 @@ func TestMergedSends(t *testing.T) {
 // TestMergedSendCancel: a request whose caller's context ends before its
 // call is withdrawn, and the caller gets the context's error.
 func TestMergedSendCancel(t *testing.T) {
-	prefix := fmt.Sprintf("m%d%d-", os.Getpid()%10000, time.Now().UnixNano()%1e6)
-	c, _ := tracedCore(t, brokertest.URL(t, "sqs")+"&prefix="+prefix)
-	t.Cleanup(func() { deleteUnder(c, prefix) })
+	c, _, _ := scratchCore(t, "m", "")
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	r := c.send(ctx, "http://127.0.0.1:1/none", []types.SendMessageBatchRequestEntry{{MessageBody: aws.String("x")}}, 1)
