@@ -111,6 +111,10 @@ type part struct {
 	nacked int
 	// outstanding counts messages returned by Receive and not settled.
 	outstanding int
+	// lastAck is the latest message of pt acked: the hand-back acks it
+	// again, as a request, to know that the server has applied every
+	// ack sent before (see handBack).
+	lastAck jetstream.Msg
 
 	cancel  chan struct{} // closed to abandon an acquisition
 	settled chan struct{} // poked when outstanding reaches 0 while releasing
@@ -672,8 +676,8 @@ func (s *psub) handBack(pt *part) {
 		t.Stop()
 	}
 	s.mu.Lock()
-	buf, nacked := pt.buf, pt.nacked
-	pt.buf, pt.nacked = nil, 0
+	buf, nacked, lastAck := pt.buf, pt.nacked, pt.lastAck
+	pt.buf, pt.nacked, pt.lastAck = nil, 0, nil
 	pinned := pt.pin != "" || pt.pullDone != nil
 	s.mu.Unlock()
 	if !up {
@@ -686,12 +690,22 @@ func (s *psub) handBack(pt *part) {
 	defer cancel()
 	// The acks that the portable layer sent are applied when only what
 	// is handed back is pending: before that, the next owner could take
-	// them for a dead owner's messages.
-	// (Bounded: a message that this member never saw, such as one lost
-	// by a reconnection, stays pending until its ack wait whatever it
-	// waits.)
-	var info *jetstream.ConsumerInfo
+	// them for a dead owner's messages, and the clean reset below would
+	// not apply (the buffered messages would be nacked, counting an
+	// attempt that no handler saw). The server applies a consumer's acks
+	// asynchronously but in the order they came; acking the latest acked
+	// message again, as a request, is a barrier: its answer comes after
+	// every earlier ack of this connection was applied (pinned by
+	// TestAckAgainIsABarrier). Polling alone is bounded, and a loaded
+	// server can take longer to apply the acks than the bound.
 	wait, cancelWait := context.WithTimeout(ctx, 2*time.Second)
+	if lastAck != nil {
+		_, _ = s.c.nc.RequestWithContext(wait, lastAck.Reply(), []byte("+ACK"))
+	}
+	// Then poll (bounded: a message that this member never saw, such as
+	// one lost by a reconnection, stays pending until its ack wait
+	// whatever it waits).
+	var info *jetstream.ConsumerInfo
 	for wait.Err() == nil && pt.cons != nil {
 		i, err := pt.cons.Info(wait)
 		if err != nil {
@@ -866,10 +880,13 @@ func (s *psub) received(h *held) subscriber.Received {
 	return subscriber.Received{Msg: receivedMsg(h.m, s.topic, s.group, h.pt.p), AckID: h}
 }
 
-// settledHeld counts hs as settled.
-func (s *psub) settledHeld(hs []*held) {
+// settledHeld counts hs as settled; acked tells that they were acked.
+func (s *psub) settledHeld(hs []*held, acked bool) {
 	s.mu.Lock()
 	for _, h := range hs {
+		if acked {
+			h.pt.lastAck = h.m
+		}
 		h.pt.outstanding--
 		if h.pt.outstanding == 0 && h.pt.state == releasing {
 			s.poke(h.pt.settled)
@@ -897,7 +914,7 @@ func split(ids []any) (msgs []jetstream.Msg, hs []*held) {
 func (s *psub) Ack(ctx context.Context, ids []any) error {
 	msgs, hs := split(ids)
 	err := s.c.ack(ctx, msgs)
-	s.settledHeld(hs)
+	s.settledHeld(hs, err == nil)
 	return err
 }
 
@@ -929,7 +946,7 @@ func (s *psub) Nack(ctx context.Context, ids []any, delay time.Duration) error {
 	}
 	s.mu.Unlock()
 	err := s.c.nack(ctx, now, delay)
-	s.settledHeld(hs)
+	s.settledHeld(hs, false)
 	return err
 }
 
