@@ -209,11 +209,7 @@ func (s *subscription) record(k *consumer, given []pendingDelivery, deadline tim
 	}
 	now := time.Now()
 	s.corrMu.Lock()
-	m := s.corr[k.q.name]
-	if m == nil {
-		m = map[string]correction{}
-		s.corr[k.q.name] = m
-	}
+	m := s.corrections(k.q.name)
 	for _, g := range given {
 		prior := 0
 		if c, ok := m[g.id]; ok && g.count >= c.Count {
@@ -338,11 +334,7 @@ func (s *subscription) readLedger(k *consumer) {
 			continue
 		}
 		s.corrMu.Lock()
-		m := s.corr[k.q.name]
-		if m == nil {
-			m = map[string]correction{}
-			s.corr[k.q.name] = m
-		}
+		m := s.corrections(k.q.name)
 		for _, c := range cs {
 			if old, ok := m[c.ID]; !ok || c.Count >= old.Count {
 				m[c.ID] = c
@@ -350,6 +342,17 @@ func (s *subscription) readLedger(k *consumer) {
 		}
 		s.corrMu.Unlock()
 	}
+}
+
+// corrections returns queue's corrections by message ID, creating the map
+// on first use; corrMu must be held.
+func (s *subscription) corrections(queue string) map[string]correction {
+	m := s.corr[queue]
+	if m == nil {
+		m = map[string]correction{}
+		s.corr[queue] = m
+	}
+	return m
 }
 
 // closeLedger closes the channel that reads the hand-over queues.
