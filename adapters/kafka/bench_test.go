@@ -76,7 +76,7 @@ type benchEnv struct {
 
 func newBenchEnv(t testing.TB) *benchEnv {
 	t.Helper()
-	u := kafkaURL(t, "")
+	u := kafkaURL(t, "partitions=1")
 	c := open(t, u)
 	var kc *kafkago.Client
 	if !c.Publisher().As(&kc) {

@@ -50,8 +50,9 @@ type Config struct {
 	ConnectTimeout time.Duration
 
 	// Partitions is the partition count of the topics that polybus
-	// creates. Default 1 (one broker, one consumer per group doing the
-	// work); raise it to spread a group's work over several subscribers.
+	// creates. Default 8, as the NATS and RabbitMQ adapters: a group's
+	// work spreads over up to that many subscribers (with 1, one
+	// subscriber of a group does all the work and the others wait).
 	// Topics that exist already keep theirs.
 	Partitions int
 	// Replication is the replication factor of the topics that polybus
@@ -141,7 +142,7 @@ func (c *Config) fill() error {
 		c.ConnectTimeout = 10 * time.Second
 	}
 	if c.Partitions == 0 {
-		c.Partitions = 1
+		c.Partitions = 8
 	}
 	if c.Replication == 0 {
 		c.Replication = 1

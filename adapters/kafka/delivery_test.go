@@ -21,7 +21,7 @@ import (
 // the nine acked ones again. Nothing before the blocked message is lost
 // and nothing after it is skipped.
 func TestCommitStopsAtUnfinished(t *testing.T) {
-	u := kafkaURL(t, "")
+	u := kafkaURL(t, "partitions=1")
 	pub := open(t, u)
 	topic, group := unique("lowwater"), unique("g")
 	msgs := make([]*message.Message, 10)
@@ -91,7 +91,7 @@ func TestCommitStopsAtUnfinished(t *testing.T) {
 // message comes back after its delay, as attempt 2, before the later
 // messages of its key; another key is not held up meanwhile.
 func TestNackHoldsKey(t *testing.T) {
-	u := kafkaURL(t, "")
+	u := kafkaURL(t, "partitions=1")
 	c := open(t, u)
 	topic := unique("hold")
 	var msgs []*message.Message

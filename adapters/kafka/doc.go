@@ -13,7 +13,8 @@
 // digits, '.', '_' and '-', at most 249 bytes; other names are
 // message.ErrInvalidArgument). polybus creates it explicitly the first time
 // a client publishes or subscribes to it, with Config.Partitions (default
-// 1) and Config.Replication (default 1, for a single broker), and never
+// 8, so that a group's subscribers share the work) and
+// Config.Replication (default 1, for a single broker), and never
 // relies on the broker's auto-creation; a topic that exists keeps its own
 // settings. Before the first use, it waits until the metadata names a
 // leader for every partition and every leader answers for its partition
@@ -149,7 +150,7 @@
 //
 // Query parameters, each with its default:
 //
-//	partitions=1            partitions of the topics polybus creates
+//	partitions=8            partitions of the topics polybus creates
 //	replication=1           replication factor of the topics polybus creates
 //	client_id=polybus       client id sent to the brokers
 //	connect_timeout=10s     bound on Open, and on each connection attempt

@@ -22,7 +22,7 @@ func TestConfigFromURL(t *testing.T) {
 		want func(c polykafka.Config) bool
 	}{
 		{"kafka://h1", func(c polykafka.Config) bool {
-			return len(c.Brokers) == 1 && c.Brokers[0] == "h1:9092" && c.Partitions == 1 && c.Replication == 1 &&
+			return len(c.Brokers) == 1 && c.Brokers[0] == "h1:9092" && c.Partitions == 8 && c.Replication == 1 &&
 				c.ConnectTimeout == 10*time.Second && c.SessionTimeout == 10*time.Second && c.HeartbeatInterval == time.Second &&
 				c.RebalanceTimeout == 30*time.Second && c.RevokeTimeout == 10*time.Second && c.CommitInterval == 0 && c.MaxWait == 500*time.Millisecond &&
 				c.FetchMaxBytes == 16<<20 && c.ClientID == "polybus" && !c.TLS && c.SASL == ""
