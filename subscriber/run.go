@@ -9,18 +9,27 @@ import (
 	"github.com/polybus/polybus/message"
 )
 
-// run is one Subscribe call: a receive loop, a pool of handler goroutines
-// and one acker goroutine.
+// run is one Subscribe call: a receive loop, a pool of long-lived handler
+// goroutines (workers) and one acker goroutine.
 //
-// Invariants:
+// Invariants (the fields named are guarded by mu):
 //   - slots has one slot taken per message received and not yet settled
 //     (acked or nacked by the broker); Config.Prefetch slots in all.
-//   - workers holds one token per running handler goroutine; capacity
-//     Config.Concurrency. A goroutine that handles a chain of messages of
-//     one key keeps its token for the whole chain.
-//   - keys has an entry for every key whose handler goroutine is running;
-//     its slice holds that key's messages waiting, in delivery order.
-//   - every received message is settled exactly once, through acks.
+//   - workers counts the worker goroutines, at most Config.Concurrency;
+//     they are started when there is work and none is idle, and they
+//     return only once the run stops. Each runs one handler call at a
+//     time, so at most Concurrency calls run at once.
+//   - ready holds the messages that may start, in delivery order: keyless
+//     or unordered ones, and the first message of a key with nothing
+//     running. A message in ready or waiting in keys holds a slot but no
+//     worker.
+//   - keys has an entry for every key whose message is in ready or
+//     running; its queue holds that key's later messages, in delivery
+//     order. The worker that finishes a message of key K runs K's next
+//     one itself, so calls for one key never overlap and keep their order.
+//   - every received message is settled exactly once: its settle is
+//     appended to pending once, and the acker takes each pending settle
+//     once.
 type run struct {
 	s     *Subscriber
 	sub   Subscription
@@ -30,20 +39,56 @@ type run struct {
 	// info is what handlers learn of this call through InfoFrom.
 	info *Info
 
-	slots   *slots
-	workers chan struct{}
-	acks    chan settle
+	slots *slots
 
-	// handlerCtx is the handlers' context: not cancelled by the end of
-	// the Subscribe context, only by the drain deadline.
+	// handlerCtx is the handlers' context, one for the whole run: not
+	// cancelled by the end of the Subscribe context, only by the drain
+	// deadline.
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
-	handlers      sync.WaitGroup
+	workerGroup   sync.WaitGroup
 	ackerDone     chan struct{}
+	// ackWake holds a token when pending has settles the acker has not
+	// been told of.
+	ackWake chan struct{}
 
 	mu       sync.Mutex
-	keys     map[string][]Received
+	work     sync.Cond // on mu: ready has a message, or stopping was set
+	ready    fifo
+	keys     map[string]*fifo
+	freeKeys []*fifo // emptied key queues, for reuse
+	workers  int
+	idle     int
 	stopping bool
+	// pending holds the settles that the acker has not taken yet;
+	// notified is set while ackWake holds a token for them.
+	pending  []settle
+	notified bool
+	// closed is set when nothing more is settled: the acker then flushes
+	// what is left and returns.
+	closed bool
+}
+
+// fifo is a queue of received messages.
+type fifo struct {
+	q    []Received
+	head int
+}
+
+func (f *fifo) push(rec Received) { f.q = append(f.q, rec) }
+
+func (f *fifo) len() int { return len(f.q) - f.head }
+
+func (f *fifo) pop() (Received, bool) {
+	if f.head == len(f.q) {
+		return Received{}, false
+	}
+	rec := f.q[f.head]
+	f.q[f.head] = Received{}
+	if f.head++; f.head == len(f.q) {
+		f.q, f.head = f.q[:0], 0
+	}
+	return rec, true
 }
 
 // settle is one ack or nack for the acker.
@@ -64,12 +109,12 @@ func newRun(s *Subscriber, sub Subscription, topic string, h Handler, cfg Config
 	r := &run{
 		s: s, sub: sub, topic: topic, h: h, cfg: cfg, info: info,
 		slots:      newSlots(cfg.Prefetch),
-		workers:    make(chan struct{}, cfg.Concurrency),
-		acks:       make(chan settle, cfg.Prefetch),
 		handlerCtx: context.WithValue(hctx, infoKey{}, info), cancelHandler: cancel,
 		ackerDone: make(chan struct{}),
-		keys:      map[string][]Received{},
+		ackWake:   make(chan struct{}, 1),
+		keys:      map[string]*fifo{},
 	}
+	r.work.L = &r.mu
 	go r.acker()
 	return r
 }
@@ -114,15 +159,7 @@ receive:
 		if r.cfg.AckMode == AtMostOnce {
 			recs = r.ackFirst(recs)
 		}
-		for i, rec := range recs {
-			if !r.dispatch(stop, rec) {
-				// Stopped while waiting for a worker: hand the rest back.
-				for _, rest := range recs[i:] {
-					r.settle(rest, true, 0)
-				}
-				break receive
-			}
-		}
+		r.dispatch(recs)
 	}
 	r.drain()
 	return fatal
@@ -133,10 +170,12 @@ receive:
 // may be delivered again, and handling them now could handle them twice.
 func (r *run) ackFirst(recs []Received) []Received {
 	done := make([]chan error, len(recs))
+	r.mu.Lock()
 	for i, rec := range recs {
 		done[i] = make(chan error, 1)
-		r.acks <- settle{id: rec.AckID, done: done[i]}
+		r.pendLocked(settle{id: rec.AckID, done: done[i]})
 	}
+	r.mu.Unlock()
 	ok := recs[:0:0]
 	for i, rec := range recs {
 		if err := <-done[i]; err != nil {
@@ -149,75 +188,119 @@ func (r *run) ackFirst(recs []Received) []Received {
 	return ok
 }
 
-// dispatch starts a handler goroutine for rec, or queues rec behind a
-// running handler of its key. It returns false, without taking rec, when
-// stop ends while it waits for a free worker.
-func (r *run) dispatch(stop context.Context, rec Received) bool {
-	key := rec.Msg.Key
-	ordered := !r.cfg.Unordered && key != ""
-	if ordered {
-		r.mu.Lock()
-		if q, busy := r.keys[key]; busy {
-			r.keys[key] = append(q, rec)
-			r.mu.Unlock()
-			return true
+// dispatch queues recs for the workers, each behind the running or ready
+// message of its key when per-key order is on, and wakes or starts
+// workers for them.
+func (r *run) dispatch(recs []Received) {
+	if len(recs) == 0 {
+		return
+	}
+	r.mu.Lock()
+	added := 0
+	for _, rec := range recs {
+		key := rec.Msg.Key
+		if !r.cfg.Unordered && key != "" {
+			if q, busy := r.keys[key]; busy {
+				q.push(rec)
+				continue
+			}
+			r.keys[key] = r.newKeyQueue()
 		}
-		r.mu.Unlock()
+		r.ready.push(rec)
+		added++
 	}
-	if r.cfg.AckMode == AtMostOnce {
-		// Already acked: handle it even when stopping, or it is lost.
-		r.workers <- struct{}{}
-	} else {
-		select {
-		case r.workers <- struct{}{}:
-		case <-stop.Done():
-			return false
-		}
+	wake := min(added, r.idle)
+	start := min(added-wake, r.cfg.Concurrency-r.workers)
+	r.workers += start
+	r.mu.Unlock()
+	for range wake {
+		r.work.Signal()
 	}
-	if ordered {
-		r.mu.Lock()
-		r.keys[key] = nil
-		r.mu.Unlock()
+	for range start {
+		r.workerGroup.Add(1)
+		go r.worker()
 	}
-	r.handlers.Add(1)
-	go r.work(key, ordered, rec)
-	return true
 }
 
-// work handles rec and then, for an ordered key, the key's queued messages
-// in order, until none is left.
-func (r *run) work(key string, ordered bool, rec Received) {
-	defer r.handlers.Done()
-	defer func() { <-r.workers }()
+func (r *run) newKeyQueue() *fifo {
+	if n := len(r.freeKeys); n > 0 {
+		q := r.freeKeys[n-1]
+		r.freeKeys = r.freeKeys[:n-1]
+		return q
+	}
+	return &fifo{}
+}
+
+// worker runs ready messages until the run stops and none is left.
+func (r *run) worker() {
+	defer r.workerGroup.Done()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for {
-		r.handle(rec)
+		rec, ok := r.ready.pop()
+		if !ok {
+			if r.stopping {
+				return
+			}
+			r.idle++
+			r.work.Wait()
+			r.idle--
+			continue
+		}
+		r.runKey(rec)
+	}
+}
+
+// runKey handles rec and then, for an ordered key, the key's queued
+// messages in order, until none is left. Called and returns with mu held.
+func (r *run) runKey(rec Received) {
+	key := rec.Msg.Key
+	ordered := !r.cfg.Unordered && key != ""
+	for {
+		r.mu.Unlock()
+		err := callHandler(r.handlerCtx, r.h, rec.Msg)
+		r.mu.Lock()
+		r.handled(rec, err)
 		if !ordered {
 			return
 		}
-		r.mu.Lock()
 		q := r.keys[key]
-		if len(q) == 0 {
-			delete(r.keys, key)
-			r.mu.Unlock()
+		next, ok := q.pop()
+		if !ok {
+			r.dropKey(key, q)
 			return
 		}
 		if r.stopping && r.cfg.AckMode == AtLeastOnce {
 			// Draining: the rest of this key goes back to the broker,
 			// still in order, for the next subscriber.
-			delete(r.keys, key)
-			r.mu.Unlock()
-			for _, rest := range q {
-				r.settle(rest, true, 0)
-			}
+			r.nackKey(key, q, next)
 			return
 		}
-		rec, r.keys[key] = q[0], q[1:]
-		r.mu.Unlock()
+		rec = next
 	}
 }
 
-func (r *run) handle(rec Received) {
-	err := callHandler(r.handlerCtx, r.h, rec.Msg)
+func (r *run) dropKey(key string, q *fifo) {
+	delete(r.keys, key)
+	r.freeKeys = append(r.freeKeys, q)
+}
+
+// nackKey nacks first and then the rest of key's queue q, in order, and
+// forgets the key. Caller holds mu.
+func (r *run) nackKey(key string, q *fifo, first Received) {
+	r.pendLocked(settle{id: first.AckID, nack: true})
+	for {
+		rec, ok := q.pop()
+		if !ok {
+			break
+		}
+		r.pendLocked(settle{id: rec.AckID, nack: true})
+	}
+	r.dropKey(key, q)
+}
+
+// handled settles rec after its handler returned err. Caller holds mu.
+func (r *run) handled(rec Received, err error) {
 	if r.cfg.AckMode == AtMostOnce {
 		if err != nil {
 			r.s.log.Warn("polybus: handler failed (at-most-once: message dropped)", "topic", r.topic, "id", rec.Msg.ID, "err", err)
@@ -226,7 +309,7 @@ func (r *run) handle(rec Received) {
 		return
 	}
 	if err == nil {
-		r.settle(rec, false, 0)
+		r.pendLocked(settle{id: rec.AckID})
 		return
 	}
 	delay, ok := message.RetryDelay(err)
@@ -236,25 +319,50 @@ func (r *run) handle(rec Received) {
 	if max := r.s.caps.MaxNackDelay; max > 0 && delay > max {
 		delay = max
 	}
-	r.settle(rec, true, delay)
+	r.pendLocked(settle{id: rec.AckID, nack: true, delay: delay})
 }
 
-func (r *run) settle(rec Received, nack bool, delay time.Duration) {
-	r.acks <- settle{id: rec.AckID, nack: nack, delay: delay}
+// pendLocked hands st to the acker: one channel operation per batch the
+// acker takes, not per settle. Caller holds mu.
+func (r *run) pendLocked(st settle) {
+	r.pending = append(r.pending, st)
+	if !r.notified {
+		r.notified = true
+		select {
+		case r.ackWake <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// drain runs once the receive loop has stopped: it waits for the handlers
-// until the drain deadline, then cancels their context and waits for them
-// to return; it then settles every outstanding ack and closes the
-// subscription.
+// drain runs once the receive loop has stopped: messages not yet started
+// go back to the broker (at-least-once; at-most-once ones were acked and
+// are handled), then it waits for the handlers until the drain deadline,
+// cancels their context and waits for them to return; it then settles
+// every outstanding ack and closes the subscription.
 func (r *run) drain() {
 	r.mu.Lock()
 	r.stopping = true
+	if r.cfg.AckMode == AtLeastOnce {
+		for {
+			rec, ok := r.ready.pop()
+			if !ok {
+				break
+			}
+			key := rec.Msg.Key
+			if q, keyed := r.keys[key]; keyed && !r.cfg.Unordered && key != "" {
+				r.nackKey(key, q, rec)
+				continue
+			}
+			r.pendLocked(settle{id: rec.AckID, nack: true})
+		}
+	}
 	r.mu.Unlock()
+	r.work.Broadcast()
 	close(r.info.stopping)
 
 	done := make(chan struct{})
-	go func() { r.handlers.Wait(); close(done) }()
+	go func() { r.workerGroup.Wait(); close(done) }()
 	deadline, release := r.s.drainDeadline(r.cfg.DrainTimeout)
 	select {
 	case <-done:
@@ -264,7 +372,13 @@ func (r *run) drain() {
 	}
 	release()
 	r.cancelHandler()
-	close(r.acks)
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	select {
+	case r.ackWake <- struct{}{}:
+	default:
+	}
 	<-r.ackerDone
 	if err := r.sub.Close(); err != nil {
 		r.s.log.Warn("polybus: closing subscription", "topic", r.topic, "group", r.cfg.Group, "err", err)
@@ -273,14 +387,15 @@ func (r *run) drain() {
 
 // acker settles acks and nacks with the driver, in batches, from one
 // goroutine. Where the broker cannot delay a nack, it holds the message
-// (its slot stays taken) until the delay has passed, then nacks it. When
-// acks is closed it nacks every held message at once and returns.
+// (its slot stays taken) until the delay has passed, then nacks it. Once
+// the run is closed it nacks every held message at once and returns.
 func (r *run) acker() {
 	defer close(r.ackerDone)
 	emulate := !r.s.caps.NackDelay
 	var held delayHeap
 	var timer *time.Timer
-	var batch []settle
+	var batch, spare []settle
+	f := &flusher{r: r}
 	for {
 		var due <-chan time.Time
 		if len(held) > 0 {
@@ -293,34 +408,16 @@ func (r *run) acker() {
 			}
 			due = timer.C
 		}
+		closed := false
 		select {
-		case st, ok := <-r.acks:
-			if !ok {
-				for len(held) > 0 {
-					st := heap.Pop(&held).(heldNack).st
-					st.delay = 0
-					batch = append(batch, st)
-				}
-				r.flush(batch)
-				if timer != nil {
-					timer.Stop()
-				}
-				return
-			}
-			batch = append(batch, st)
-		gather:
-			for len(batch) < 256 {
-				select {
-				case st, ok := <-r.acks:
-					if !ok {
-						// Closed: the outer select sees it next time.
-						break gather
-					}
-					batch = append(batch, st)
-				default:
-					break gather
-				}
-			}
+		case <-r.ackWake:
+			r.mu.Lock()
+			// Swap the buffers: workers append to the other one while
+			// this batch is flushed.
+			batch, r.pending, spare = r.pending, spare[:0], nil
+			r.notified = false
+			closed = r.closed
+			r.mu.Unlock()
 		case <-due:
 			now := time.Now()
 			for len(held) > 0 && !held[0].at.After(now) {
@@ -328,6 +425,18 @@ func (r *run) acker() {
 				st.delay = 0
 				batch = append(batch, st)
 			}
+		}
+		if closed {
+			for len(held) > 0 {
+				st := heap.Pop(&held).(heldNack).st
+				st.delay = 0
+				batch = append(batch, st)
+			}
+			f.flush(batch)
+			if timer != nil {
+				timer.Stop()
+			}
+			return
 		}
 		if emulate {
 			kept := batch[:0]
@@ -340,31 +449,58 @@ func (r *run) acker() {
 			}
 			batch = kept
 		}
-		r.flush(batch)
-		batch = batch[:0]
+		f.flush(batch)
+		clear(batch)
+		spare, batch = batch[:0], nil
 	}
+}
+
+// flusher turns batches of settles into driver calls, reusing its buffers
+// from one batch to the next. Only the acker uses it.
+type flusher struct {
+	r       *run
+	ackIDs  []any
+	ackDone []chan error
+	nacks   []nackGroup
+}
+
+// nackGroup is the nacks of one delay.
+type nackGroup struct {
+	delay time.Duration
+	ids   []any
 }
 
 // flush sends one Ack call for the acks of batch and one Nack call per
 // distinct delay, then frees the messages' slots.
-func (r *run) flush(batch []settle) {
+func (f *flusher) flush(batch []settle) {
 	if len(batch) == 0 {
 		return
 	}
+	r := f.r
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var ackIDs []any
-	var ackDone []chan error
-	nacks := map[time.Duration][]any{}
+	ackIDs, ackDone, nacks := f.ackIDs[:0], f.ackDone[:0], f.nacks[:0]
 	for _, st := range batch {
-		if st.nack {
-			nacks[st.delay] = append(nacks[st.delay], st.id)
-		} else {
+		if !st.nack {
 			ackIDs = append(ackIDs, st.id)
 			if st.done != nil {
 				ackDone = append(ackDone, st.done)
 			}
+			continue
 		}
+		i := 0
+		for i < len(nacks) && nacks[i].delay != st.delay {
+			i++
+		}
+		if i == len(nacks) {
+			if i < cap(nacks) {
+				nacks = nacks[:i+1]
+				nacks[i].delay, nacks[i].ids = st.delay, nacks[i].ids[:0]
+			} else {
+				nacks = append(nacks, nackGroup{delay: st.delay})
+			}
+		}
+		nacks[i].ids = append(nacks[i].ids, st.id)
 	}
 	if len(ackIDs) > 0 {
 		err := r.sub.Ack(ctx, ackIDs)
@@ -376,9 +512,9 @@ func (r *run) flush(batch []settle) {
 			d <- err
 		}
 	}
-	for delay, ids := range nacks {
-		if err := r.sub.Nack(ctx, ids, delay); err != nil {
-			r.s.log.Warn("polybus: nack failed; the broker redelivers after its ack deadline", "topic", r.topic, "group", r.cfg.Group, "count", len(ids), "err", r.s.classify("nack", err))
+	for _, g := range nacks {
+		if err := r.sub.Nack(ctx, g.ids, g.delay); err != nil {
+			r.s.log.Warn("polybus: nack failed; the broker redelivers after its ack deadline", "topic", r.topic, "group", r.cfg.Group, "count", len(g.ids), "err", r.s.classify("nack", err))
 		}
 	}
 	freed := 0
@@ -388,6 +524,12 @@ func (r *run) flush(batch []settle) {
 			freed++
 		}
 	}
+	clear(ackIDs)
+	clear(ackDone)
+	for i := range nacks {
+		clear(nacks[i].ids)
+	}
+	f.ackIDs, f.ackDone, f.nacks = ackIDs, ackDone, nacks
 	r.slots.put(freed)
 }
 
