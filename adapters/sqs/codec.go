@@ -68,8 +68,9 @@ var reservedAttrs = map[string]bool{AttrID: true, AttrKey: true, AttrTime: true,
 // sqsText reports whether s is non-empty text that SQS accepts in a body or
 // String attribute: valid UTF-8 of the characters #x9, #xA, #xD, #x20 to
 // #xD7FF, #xE000 to #xFFFD and #x10000 to #x10FFFF.
-func sqsText(s string) bool {
-	if s == "" {
+// A payload is checked as the bytes it is, with no copy into a string.
+func sqsText[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); {
@@ -81,7 +82,7 @@ func sqsText(s string) bool {
 			i++
 			continue
 		}
-		r, n := utf8.DecodeRuneInString(s[i:])
+		r, n := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		if r == utf8.RuneError && n == 1 || r >= 0xD800 && r <= 0xDFFF || r == 0xFFFE || r == 0xFFFF {
 			return false
 		}
@@ -148,7 +149,7 @@ func encode(m *message.Message, fifo bool) (*encoded, error) {
 	case len(p) == 0:
 		e.body = "."
 		e.attrs[AttrEncoding] = types.MessageAttributeValue{DataType: aws.String(typeString), StringValue: aws.String("empty")}
-	case sqsText(string(p)):
+	case sqsText(p):
 		e.body = string(p)
 	default:
 		e.body = base64.StdEncoding.EncodeToString(p)

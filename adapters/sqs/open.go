@@ -206,7 +206,7 @@ type memBodyClient struct{ *http.Client }
 
 func (c memBodyClient) Do(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.Body != http.NoBody {
-		b, err := io.ReadAll(req.Body)
+		b, err := readBody(req.Body, req.ContentLength)
 		_ = req.Body.Close()
 		if err != nil {
 			return nil, err
@@ -216,6 +216,20 @@ func (c memBodyClient) Do(req *http.Request) (*http.Response, error) {
 		req.ContentLength = int64(len(b))
 	}
 	return c.Client.Do(req)
+}
+
+// readBody reads body whole: into one buffer of its declared length n
+// when it has one (the SDK's serialised requests do), so that the copy is
+// made once, with no growing of a buffer.
+func readBody(body io.Reader, n int64) ([]byte, error) {
+	if n <= 0 {
+		return io.ReadAll(body)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(body, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // capabilities is the one declaration of what a client of cfg guarantees.
