@@ -58,7 +58,7 @@ type run struct {
 	keys     map[string]*fifo
 	freeKeys []*fifo // emptied key queues, for reuse
 	workers  int
-	idle     int
+	idle     int // workers waiting on work and not yet signalled
 	stopping bool
 	// pending holds the settles that the acker has not taken yet;
 	// notified is set while ackWake holds a token for them.
@@ -209,7 +209,12 @@ func (r *run) dispatch(recs []Received) {
 		r.ready.push(rec)
 		added++
 	}
+	// idle counts only workers not yet signalled: a second Signal for a
+	// worker woken but not yet running would be lost, and a message left
+	// without a worker while fewer than Concurrency run (Ordering holds
+	// calls that wait for such a message).
 	wake := min(added, r.idle)
+	r.idle -= wake
 	start := min(added-wake, r.cfg.Concurrency-r.workers)
 	r.workers += start
 	r.mu.Unlock()
@@ -242,9 +247,9 @@ func (r *run) worker() {
 			if r.stopping {
 				return
 			}
+			// The signaller takes the worker out of idle.
 			r.idle++
 			r.work.Wait()
-			r.idle--
 			continue
 		}
 		r.runKey(rec)

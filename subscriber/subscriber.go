@@ -15,6 +15,17 @@ import (
 // nacks it, so the broker redelivers it (after the delay that
 // message.RetryAfter asks for, else Config.NackDelay). A handler must honour
 // ctx: it is cancelled when a drain's deadline passes.
+//
+// What a handler may rely on: ctx carries the values of Subscribe's
+// context (not its cancellation) and the call's Info (InfoFrom); it is
+// one context for every call of the Subscribe call, not one per message,
+// so per-message values come from middleware (which derives its own
+// contexts). m is the handler's for the call, but its Payload and Metadata
+// may be shared with the broker's retained copy and other deliveries
+// (adapters/memory does so): read them, and Clone the message to change
+// it. Calls run on a pool of at most Config.Concurrency long-lived
+// goroutines, so a handler must not keep goroutine-local state between
+// calls.
 type Handler func(ctx context.Context, m *message.Message) error
 
 // Middleware wraps a Handler.
