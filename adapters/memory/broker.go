@@ -273,6 +273,14 @@ func (t *topic) makeRoom(size int) bool {
 
 // append publishes msgs in order, waiting for room per the full policy.
 func (t *topic) append(ctx context.Context, msgs []*message.Message) error {
+	// The retained copies: their structs and payloads are allocated once
+	// for the whole batch.
+	copies := make([]message.Message, len(msgs))
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Payload)
+	}
+	payloads := make([]byte, 0, size)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i, m := range msgs {
@@ -293,7 +301,13 @@ func (t *topic) append(ctx context.Context, msgs []*message.Message) error {
 				return t.partial(msgs, i, ctx.Err())
 			}
 		}
-		c := m.Clone()
+		c := &copies[i]
+		c.ID, c.Key, c.Metadata, c.Time = m.ID, m.Key, m.Metadata.Clone(), m.Time
+		if m.Payload != nil {
+			n := len(payloads)
+			payloads = append(payloads, m.Payload...)
+			c.Payload = payloads[n:len(payloads):len(payloads)]
+		}
 		p := t.partition(c.Key)
 		t.parts[p].offs = append(t.parts[p].offs, t.end())
 		t.log = append(t.log, entry{msg: c, part: p})
@@ -355,6 +369,7 @@ type groupPart struct {
 }
 
 type pendingMsg struct {
+	off      int64
 	attempts int
 	part     int
 	// readyAt is when a nacked message may be redelivered; zero while it

@@ -74,12 +74,24 @@ type subscription struct {
 	// rr is the partition a Receive looks at first: it turns with every
 	// call, so no owned partition is starved.
 	rr int
+	// msgs and pms are allocated deliverySlab at a time and handed out
+	// one per delivery.
+	msgs []message.Message
+	pms  []pendingMsg
 }
 
-// ackID is the driver's handle of a delivered message.
-type ackID struct {
-	off  int64
-	part int
+// deliverySlab is how many delivered messages and pending records a
+// subscription allocates at once.
+const deliverySlab = 64
+
+// newPending returns a fresh pending record. Caller holds t.mu.
+func (s *subscription) newPending() *pendingMsg {
+	if len(s.pms) == 0 {
+		s.pms = make([]pendingMsg, deliverySlab)
+	}
+	pm := &s.pms[0]
+	s.pms = s.pms[1:]
+	return pm
 }
 
 func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Received, error) {
@@ -178,7 +190,8 @@ func (s *subscription) receiveNew(out []subscriber.Received, max int, now time.T
 			}
 		}
 		h := &heads[best]
-		pm := &pendingMsg{attempts: 1, part: h.part}
+		pm := s.newPending()
+		pm.attempts, pm.part, pm.off = 1, h.part, h.off
 		g.pending[h.off] = pm
 		out = append(out, s.deliver(h.off, h.part, pm, now))
 		pi := &t.parts[h.part]
@@ -192,13 +205,19 @@ func (s *subscription) receiveNew(out []subscriber.Received, max int, now time.T
 	return out
 }
 
-// deliver makes the delivered copy of the message at off, of partition p.
-// Caller holds t.mu.
+// deliver makes the delivered message at off, of partition p: a new
+// Message sharing the retained one's Payload and Metadata, which no one
+// modifies (see the package documentation). Caller holds t.mu.
 func (s *subscription) deliver(off int64, p int, pm *pendingMsg, now time.Time) subscriber.Received {
 	pm.owner = s
 	pm.readyAt = time.Time{}
 	s.g.parts[p].held++
-	m := s.t.log[off-s.t.base].msg.Clone()
+	if len(s.msgs) == 0 {
+		s.msgs = make([]message.Message, deliverySlab)
+	}
+	m := &s.msgs[0]
+	s.msgs = s.msgs[1:]
+	*m = *s.t.log[off-s.t.base].msg
 	message.Received(m, message.Delivery{
 		Topic:       s.t.name,
 		Group:       s.g.name,
@@ -209,30 +228,29 @@ func (s *subscription) deliver(off int64, p int, pm *pendingMsg, now time.Time) 
 		BrokerID:    strconv.FormatInt(off, 10),
 		ReceivedAt:  now,
 	}, nil)
-	return subscriber.Received{Msg: m, AckID: ackID{off: off, part: p}}
+	// A pointer as the AckID: boxing it allocates nothing.
+	return subscriber.Received{Msg: m, AckID: pm}
 }
 
-// settle takes the in-flight message id out of s's hands, reporting its
-// pending record, or nil when s does not hold it (a stale ack). Caller holds
-// t.mu; it hands the partition over when that was the last message its
-// old owner held.
-func (s *subscription) settle(id ackID) *pendingMsg {
-	pm := s.g.pending[id.off]
-	if pm == nil || pm.owner != s {
-		return nil
+// settle takes the in-flight message id out of s's hands, reporting
+// whether s held it (false for a stale ack). Caller holds t.mu; it hands
+// the partition over when that was the last message its old owner held.
+func (s *subscription) settle(id *pendingMsg) bool {
+	if s.g.pending[id.off] != id || id.owner != s {
+		return false
 	}
-	pm.owner = nil
+	id.owner = nil
 	s.g.parts[id.part].held--
 	s.g.handOver(id.part)
-	return pm
+	return true
 }
 
 func (s *subscription) Ack(ctx context.Context, ids []any) error {
 	s.t.mu.Lock()
 	defer s.t.mu.Unlock()
 	for _, id := range ids {
-		id := id.(ackID)
-		if s.settle(id) != nil {
+		id := id.(*pendingMsg)
+		if s.settle(id) {
 			delete(s.g.pending, id.off)
 		}
 	}
@@ -245,9 +263,9 @@ func (s *subscription) Nack(ctx context.Context, ids []any, delay time.Duration)
 	defer s.t.mu.Unlock()
 	ready := time.Now().Add(delay)
 	for _, id := range ids {
-		id := id.(ackID)
-		if pm := s.settle(id); pm != nil {
-			pm.readyAt = ready
+		id := id.(*pendingMsg)
+		if s.settle(id) {
+			id.readyAt = ready
 			gp := &s.g.parts[id.part]
 			gp.retry = append(gp.retry, id.off)
 		}

@@ -41,6 +41,11 @@
 // completes within [Rebalance] plus the time the old owner takes to finish
 // the messages it holds.
 //
+// A publish copies the messages (they belong to the caller again once
+// Publish returns); a delivery does not: every delivery of a message
+// shares the retained copy's Payload and Metadata, so a handler must not
+// modify them in place (Clone the message to change it).
+//
 // Nothing is persisted: a broker lives as long as the process.
 //
 // # URLs
