@@ -37,8 +37,8 @@ type noteKey struct{}
 // two: the value lives inside the context, and Value returns a pointer to
 // it for a key of type K (an empty struct type, so the type alone is the
 // key). The context package still finds the cancelable parent through
-// Value, so deriving contexts from it (Timeout's WithTimeout) starts no
-// goroutine. Notes and CorrelationInfo travel this way.
+// Value, so deriving contexts from it (a handler's WithTimeout) starts
+// no goroutine. Notes and CorrelationInfo travel this way.
 type valueCtx[K comparable, V any] struct {
 	context.Context
 	val V
