@@ -96,3 +96,61 @@ func TestTimeoutConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestTimeoutEndsDerivedContexts(t *testing.T) {
+	mw, err := Timeout(TimeoutConfig{Timeout: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = mw(func(ctx context.Context, m *message.Message) error {
+		child, cancel := context.WithCancel(context.WithValue(ctx, struct{}{}, 1))
+		defer cancel()
+		select {
+		case <-child.Done():
+		case <-time.After(10 * time.Second):
+			return errors.New("derived context not ended at the deadline")
+		}
+		if c := context.Cause(child); c != context.DeadlineExceeded {
+			return errors.New("cause is not DeadlineExceeded")
+		}
+		return ctx.Err()
+	})(context.Background(), received("m1", "t", "g", 1))
+	if err != context.DeadlineExceeded {
+		t.Fatalf("err = %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestTimeoutConcurrentCallsEachEndAtTheirDeadline(t *testing.T) {
+	mw, err := Timeout(TimeoutConfig{Timeout: 2 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mw(func(ctx context.Context, m *message.Message) error {
+		if m.ID == "fast" {
+			return ctx.Err()
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	errs := make(chan error, 40)
+	for i := range 40 {
+		id := "slow"
+		if i%2 == 0 {
+			id = "fast"
+		}
+		go func() { errs <- h(context.Background(), received(id, "t", "g", 1)) }()
+	}
+	slow := 0
+	for range 40 {
+		switch err := <-errs; err {
+		case nil:
+		case context.DeadlineExceeded:
+			slow++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if slow < 20 {
+		t.Fatalf("%d calls ended by their deadline, want at least the 20 slow ones", slow)
+	}
+}
