@@ -168,9 +168,14 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 		// The caller sends batches itself until its own call is settled,
 		// which saves a goroutine hand-off on the common, uncontended
 		// path. If ctx ends meanwhile, abandon withdraws or cancels it.
-		stop := context.AfterFunc(ctx, func() { p.abandon(q, c, ctx.Err()) })
-		p.send(topic, q, c)
-		stop()
+		// A context that can never end (Done is nil) needs no watch.
+		if ctx.Done() != nil {
+			stop := context.AfterFunc(ctx, func() { p.abandon(q, c, ctx.Err()) })
+			p.send(topic, q, c)
+			stop()
+		} else {
+			p.send(topic, q, c)
+		}
 		err := <-c.done
 		if err != nil && ctx.Err() != nil {
 			return ctx.Err()
