@@ -20,6 +20,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -345,12 +346,25 @@ func (s *sqsRT) url(ctx context.Context) (string, error) {
 	if s.queueURL != "" {
 		return s.queueURL, nil
 	}
-	out, err := s.client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(s.name)})
-	if err != nil {
-		return "", err
+	// A restarted ElasticMQ answers before it has restored every queue
+	// from its store (one by one: thousands take seconds), so a queue
+	// that does not exist yet is asked for again until ctx ends.
+	for {
+		out, err := s.client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(s.name)})
+		var missing *sqstypes.QueueDoesNotExist
+		if errors.As(err, &missing) && ctx.Err() == nil {
+			select {
+			case <-time.After(200 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+			}
+		}
+		if err != nil {
+			return "", err
+		}
+		s.queueURL = aws.ToString(out.QueueUrl)
+		return s.queueURL, nil
 	}
-	s.queueURL = aws.ToString(out.QueueUrl)
-	return s.queueURL, nil
 }
 
 func (s *sqsRT) Setup(ctx context.Context) error {
