@@ -77,8 +77,6 @@ type fifo struct {
 
 func (f *fifo) push(rec Received) { f.q = append(f.q, rec) }
 
-func (f *fifo) len() int { return len(f.q) - f.head }
-
 func (f *fifo) pop() (Received, bool) {
 	if f.head == len(f.q) {
 		return Received{}, false
