@@ -80,6 +80,15 @@ type OrderingConfig struct {
 	// re-reads the store for positions moved by other consumers. It must
 	// be below GapTimeout. Default 200ms.
 	RetryDelay time.Duration
+	// HoldTimeout is the longest one handler call is held, blocked, in
+	// a row; then the message is deferred for RetryDelay. A held message
+	// stays unsettled, and a broker that hands a partition to another
+	// group member only once its owner has settled what it holds (the
+	// memory adapter, Kafka, RabbitMQ's single active consumer) would
+	// otherwise never deliver the number the held call waits for.
+	// A deferred message keeps its key's gap open: GapTimeout counts
+	// from when the gap opened, across deferrals. Default 1s.
+	HoldTimeout time.Duration
 	// MaxKeys is how many idle keys' positions are kept in memory, to
 	// spare the store a read per message; the store keeps them all.
 	// Default 10000.
@@ -155,7 +164,10 @@ func OrderingKey(m *message.Message) string {
 //     is queued behind this very call;
 //   - it would leave no handler slot free: at most Concurrency-1 calls of
 //     one Subscribe call are held, so the missing message can always run;
-//   - the Subscribe call is stopping: nothing more will arrive.
+//   - the Subscribe call is stopping: nothing more will arrive;
+//   - it has been held for HoldTimeout: a broker may keep the missing
+//     number from this subscriber until it settles what it holds (a
+//     partition moving to another member of the group).
 //
 // So Ordering works with any concurrency and either mode. With
 // subscriber.Unordered() and Concurrency above 1 it holds in memory and
@@ -227,7 +239,7 @@ type ordPending struct {
 
 func newOrdering(cfg OrderingConfig) (*ordering, error) {
 	const op = "ordering"
-	if cfg.GapTimeout < 0 || cfg.RetryDelay < 0 || cfg.MaxHeldPerKey < 0 || cfg.MaxHeld < 0 || cfg.MaxKeys < 0 {
+	if cfg.GapTimeout < 0 || cfg.RetryDelay < 0 || cfg.HoldTimeout < 0 || cfg.MaxHeldPerKey < 0 || cfg.MaxHeld < 0 || cfg.MaxKeys < 0 {
 		return nil, message.Errorf(message.InvalidArgument, op, "negative value in ordering config")
 	}
 	if cfg.GapPolicy < GapNack || cfg.GapPolicy > GapDeadLetter {
@@ -241,6 +253,9 @@ func newOrdering(cfg OrderingConfig) (*ordering, error) {
 	}
 	if cfg.RetryDelay >= cfg.GapTimeout {
 		return nil, message.Errorf(message.InvalidArgument, op, "retry delay %s is not below gap timeout %s", cfg.RetryDelay, cfg.GapTimeout)
+	}
+	if cfg.HoldTimeout == 0 {
+		cfg.HoldTimeout = time.Second
 	}
 	if cfg.MaxHeldPerKey == 0 {
 		cfg.MaxHeldPerKey = 64
@@ -285,7 +300,8 @@ func (o *ordering) handle(ctx context.Context, next subscriber.Handler, m *messa
 		o.mu.Unlock()
 		return codedStoreError("ordering: read position", err)
 	}
-	var gapAt uint64 // set when GapDeliverAnyway skipped ahead for m
+	var gapAt uint64     // set when GapDeliverAnyway skipped ahead for m
+	var heldAt time.Time // when m was first held
 	for {
 		if seq <= st.last {
 			o.forget(st, seq)
@@ -353,12 +369,16 @@ func (o *ordering) handle(ctx context.Context, next subscriber.Handler, m *messa
 				}
 			}
 		}
-		if !o.mayBlock(info, m, st) {
+		if heldAt.IsZero() {
+			heldAt = now
+		}
+		holdLeft := o.cfg.HoldTimeout - now.Sub(heldAt)
+		if holdLeft <= 0 || !o.mayBlock(info, m, st) {
 			o.release(key, st)
 			o.mu.Unlock()
 			return Defer(ErrOutOfOrder, o.cfg.RetryDelay)
 		}
-		if err := o.block(ctx, info, st, seq, now); err != nil {
+		if err := o.block(ctx, info, st, seq, now, holdLeft); err != nil {
 			o.release(key, st)
 			o.mu.Unlock()
 			return err
@@ -543,11 +563,11 @@ func (o *ordering) mayBlock(info *subscriber.Info, m *message.Message, st *ordKe
 }
 
 // block waits, as a held call for seq, until st changes, the gap times out,
-// RetryDelay passes (to re-read the store), ctx ends or the Subscribe call
-// stops. It returns nil to re-evaluate, or the error to return. Called and
-// returns with o.mu held.
-func (o *ordering) block(ctx context.Context, info *subscriber.Info, st *ordKey, seq uint64, now time.Time) error {
-	wait := o.cfg.RetryDelay
+// RetryDelay passes (to re-read the store), holdLeft passes, ctx ends or
+// the Subscribe call stops. It returns nil to re-evaluate, or the error to
+// return. Called and returns with o.mu held.
+func (o *ordering) block(ctx context.Context, info *subscriber.Info, st *ordKey, seq uint64, now time.Time, holdLeft time.Duration) error {
+	wait := min(o.cfg.RetryDelay, holdLeft)
 	if !st.gapSince.IsZero() && seq > st.last+1 && !st.running {
 		// Wake when the gap times out; once it has, only changes (or
 		// the store re-read) can help.

@@ -503,6 +503,26 @@ func TestOrderingContextEndsAHold(t *testing.T) {
 	wantSeqs(t, r, "a")
 }
 
+// TestOrderingHoldTimeoutDefers: a held call whose missing number does not
+// come within HoldTimeout is deferred, long before the gap times out, and
+// holds nothing after.
+func TestOrderingHoldTimeoutDefers(t *testing.T) {
+	o := mustOrdering(t, OrderingConfig{GapTimeout: time.Minute, RetryDelay: 7 * time.Millisecond, HoldTimeout: 50 * time.Millisecond})
+	r := newOrdRecorder()
+	start := time.Now()
+	err := o.wrap(r.handle)(context.Background(), seqMsg("a", 3))
+	if d, ok := message.RetryDelay(err); !ok || d != 7*time.Millisecond || !errors.Is(err, ErrOutOfOrder) || !IsDeferred(err) {
+		t.Fatalf("err = %v, want Defer(ErrOutOfOrder, 7ms)", err)
+	}
+	if took := time.Since(start); took < 50*time.Millisecond {
+		t.Fatalf("deferred after %s, before the hold timeout", took)
+	}
+	if held, _, _ := o.usage(); held != 0 {
+		t.Fatalf("%d held after the deferral", held)
+	}
+	wantSeqs(t, r, "a")
+}
+
 func TestOrderingRestartContinuesFromTheStore(t *testing.T) {
 	store := NewMemoryOrderingStore()
 	r := newOrdRecorder()
@@ -578,6 +598,7 @@ func TestOrderingConfigValidation(t *testing.T) {
 	for name, cfg := range map[string]OrderingConfig{
 		"negative timeout":           {GapTimeout: -1},
 		"negative retry":             {RetryDelay: -1},
+		"negative hold":              {HoldTimeout: -1},
 		"negative held":              {MaxHeld: -1},
 		"negative per key":           {MaxHeldPerKey: -1},
 		"negative keys":              {MaxKeys: -1},
@@ -592,7 +613,7 @@ func TestOrderingConfigValidation(t *testing.T) {
 	}
 	o := mustOrdering(t, OrderingConfig{})
 	if o.cfg.GapTimeout != 10*time.Second || o.cfg.RetryDelay != 200*time.Millisecond || o.cfg.MaxHeldPerKey != 64 ||
-		o.cfg.MaxHeld != 1024 || o.cfg.MaxKeys != 10000 || o.cfg.GapPolicy != GapNack {
+		o.cfg.MaxHeld != 1024 || o.cfg.MaxKeys != 10000 || o.cfg.GapPolicy != GapNack || o.cfg.HoldTimeout != time.Second {
 		t.Fatalf("defaults: %+v", o.cfg)
 	}
 	if small := mustOrdering(t, OrderingConfig{GapTimeout: 100 * time.Millisecond}); small.cfg.RetryDelay != 50*time.Millisecond {
