@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -50,9 +51,11 @@ type benchEnv struct {
 	js jetstream.JetStream
 }
 
+// newBenchEnv opens embedded:// in a fresh directory; POLYBUS_BENCH_QUERY
+// is appended to its URL (for example "?partitions=1").
 func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
-	c := open(b, "embedded://"+b.TempDir())
+	c := open(b, "embedded://"+b.TempDir()+os.Getenv("POLYBUS_BENCH_QUERY"))
 	var srv *server.Server
 	if !c.Publisher().As(&srv) {
 		b.Fatal("no embedded server")
