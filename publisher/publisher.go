@@ -72,12 +72,9 @@ type call struct {
 	done    chan error
 }
 
-// batch is one driver call. When every caller of a batch has given up
-// (their contexts ended), the driver call is cancelled too.
-type batch struct {
-	waiting int // callers still waiting; guarded by Publisher.mu
-	cancel  context.CancelFunc
-}
+// maxIdleQueues is how many topics keep their queue while nothing is sent
+// to them, to spare a serial publisher an allocation per call.
+const maxIdleQueues = 256
 
 type topicQueue struct {
 	waiting  []*call
@@ -226,7 +223,7 @@ func (p *Publisher) send(topic string, q *topicQueue, own *call) {
 		p.mu.Lock()
 		if len(q.waiting) == 0 {
 			q.inflight--
-			if q.inflight == 0 {
+			if q.inflight == 0 && len(p.topics) > maxIdleQueues {
 				delete(p.topics, topic)
 			}
 			p.mu.Unlock()
@@ -238,20 +235,24 @@ func (p *Publisher) send(topic string, q *topicQueue, own *call) {
 			go p.send(topic, q, nil)
 			return
 		}
-		ctx, cancel := context.WithTimeout(p.sendCtx, p.opts.SendTimeout)
-		b := &batch{cancel: cancel}
-		var calls []*call
+		// When every caller of the batch has given up, the driver call
+		// is cancelled too (abandon).
+		b := newBatch(p.sendCtx, p.opts.SendTimeout)
+		var few [4]*call // most batches of a serial publisher have one call
+		calls := few[:0]
 		n := 0
-		for len(q.waiting) > 0 {
-			c := q.waiting[0]
+		for _, c := range q.waiting {
 			if n > 0 && n+len(c.msgs) > p.opts.MaxBatch {
 				break
 			}
-			q.waiting = q.waiting[1:]
 			c.batch = b
 			calls = append(calls, c)
 			n += len(c.msgs)
 		}
+		// Keep the queue's array for the next calls, holding no taken one.
+		rest := copy(q.waiting, q.waiting[len(calls):])
+		clear(q.waiting[rest:])
+		q.waiting = q.waiting[:rest]
 		b.waiting = len(calls)
 		p.mu.Unlock()
 
@@ -262,8 +263,8 @@ func (p *Publisher) send(topic string, q *topicQueue, own *call) {
 				msgs = append(msgs, c.msgs...)
 			}
 		}
-		err := p.d.SendBatch(ctx, topic, msgs)
-		cancel()
+		err := p.d.SendBatch(b, topic, msgs)
+		b.cancel()
 		p.finish(calls, err)
 	}
 }
