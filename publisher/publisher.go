@@ -277,7 +277,7 @@ func (p *Publisher) finish(calls []*call, err error) {
 	}
 	p.mu.Unlock()
 	var be *BatchError
-	partial := errors.As(err, &be) && len(be.Errs) == sum(calls)
+	partial := err != nil && errors.As(err, &be) && len(be.Errs) == sum(calls)
 	off := 0
 	for _, c := range calls {
 		switch {

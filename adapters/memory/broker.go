@@ -119,7 +119,7 @@ func (b *Broker) topic(name string) *topic {
 	t := b.topics[name]
 	if t == nil {
 		t = &topic{name: name, opts: &b.opts, parts: make([]partIndex, b.opts.Partitions),
-			groups: map[string]*group{}, signal: make(chan struct{})}
+			groups: map[string]*group{}}
 		b.topics[name] = t
 	}
 	return t
@@ -183,9 +183,9 @@ type topic struct {
 	parts  []partIndex
 	rr     int // partition of the next keyless message
 	groups map[string]*group
-	// signal is closed and replaced whenever something a waiter may want
-	// happens: a publish, a nack, an ack (room for publishers), a change
-	// of partition ownership.
+	// signal (nil until a waiter asks for it, waitCh) is closed whenever
+	// something a waiter may want happens: a publish, a nack, an ack (room
+	// for publishers), a change of partition ownership.
 	signal chan struct{}
 }
 
@@ -211,8 +211,20 @@ func (t *topic) end() int64 { return t.base + int64(len(t.log)) }
 
 // wake wakes every waiter. Caller holds mu.
 func (t *topic) wake() {
-	close(t.signal)
-	t.signal = make(chan struct{})
+	if t.signal != nil {
+		close(t.signal)
+		t.signal = nil
+	}
+}
+
+// waitCh returns the channel that the next wake closes, made when a waiter
+// first asks for it (so a wake with nobody waiting costs nothing). Caller
+// holds mu.
+func (t *topic) waitCh() <-chan struct{} {
+	if t.signal == nil {
+		t.signal = make(chan struct{})
+	}
+	return t.signal
 }
 
 // partition returns the partition of a message with key. Caller holds mu.
@@ -288,7 +300,7 @@ func (t *topic) append(ctx context.Context, msgs []*message.Message) error {
 			if t.opts.Full == Fail {
 				return t.fullError(msgs, i)
 			}
-			sig := t.signal
+			sig := t.waitCh()
 			t.mu.Unlock()
 			select {
 			case <-sig:

@@ -140,7 +140,7 @@ func (s *subscription) Receive(ctx context.Context, max int) ([]subscriber.Recei
 			t.mu.Unlock()
 			return out, nil
 		}
-		sig := t.signal
+		sig := t.waitCh()
 		t.mu.Unlock()
 
 		var tm *time.Timer
