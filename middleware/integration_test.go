@@ -20,8 +20,6 @@ import (
 // These tests run the middleware on the memory broker, through the portable
 // subscriber, as an application does.
 
-const wait = 20 * time.Second
-
 func openMem(t *testing.T) (*polybus.Client, *memory.Broker) {
 	t.Helper()
 	c, err := polybus.Open(context.Background(), "mem://")

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/polybus/polybus"
-	polynats "github.com/polybus/polybus/adapters/nats"
 )
 
 func TestMain(m *testing.M) {
@@ -45,25 +44,6 @@ func open(t testing.TB, rawURL string) *polybus.Client {
 	c, err := polybus.Open(ctx, rawURL)
 	if err != nil {
 		t.Fatalf("open %s: %v", polybus.Redact(rawURL), err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := c.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return c
-}
-
-// openConfig opens cfg and closes the client when the test ends.
-func openConfig(t testing.TB, cfg polynats.Config) *polybus.Client {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := polynats.Open(ctx, cfg)
-	if err != nil {
-		t.Fatalf("open: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -134,20 +114,6 @@ func (ns *natsServer) url(query string) string {
 	u := fmt.Sprintf("nats://127.0.0.1:%d", ns.port)
 	if query != "" {
 		u += "?" + query
-	}
-	return u
-}
-
-// externalURL returns POLYBUS_NATS_URL, or skips the test (fails it under
-// CI=true, where the brokers must be up).
-func externalURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv("POLYBUS_NATS_URL")
-	if u == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("POLYBUS_NATS_URL is not set (run scripts/brokers up nats)")
-		}
-		t.Skip("POLYBUS_NATS_URL is not set; run scripts/brokers up nats and source its env file")
 	}
 	return u
 }

@@ -99,7 +99,6 @@ func (e *topicQueues) get(ttl time.Duration) ([]string, bool) {
 // its default group's queue (Config.NoGroup "default") or fails with
 // NotFound ("fail").
 func (r *registry) queues(ctx context.Context, topic string) ([]string, error) {
-	const op = "sqs: publish"
 	e := r.entry(topic)
 	ttl := r.c.cfg.GroupRefresh
 	urls, fresh := e.get(ttl)
