@@ -22,11 +22,12 @@ type batch struct {
 	// waiting is how many callers of the batch still wait (Publisher.mu).
 	waiting int
 
-	mu    sync.Mutex
-	err   error
-	done  chan struct{}
-	stops []func() bool // the deadline timer and the parent's AfterFunc
-	funcs []func()      // AfterFunc callbacks not yet run
+	mu         sync.Mutex
+	err        error
+	done       chan struct{}
+	timer      *time.Timer // fires at the deadline; nil until watched
+	stopParent func() bool // the parent's AfterFunc; nil until watched
+	funcs      []func()    // AfterFunc callbacks not yet run
 }
 
 func newBatch(parent context.Context, timeout time.Duration) *batch {
@@ -108,9 +109,8 @@ func (b *batch) watchLocked() {
 		b.endLocked(context.DeadlineExceeded)
 		return
 	}
-	t := time.AfterFunc(left, func() { b.end(context.DeadlineExceeded) })
-	stopParent := context.AfterFunc(b.parent, func() { b.end(b.parent.Err()) })
-	b.stops = append(b.stops, t.Stop, stopParent)
+	b.timer = time.AfterFunc(left, func() { b.end(context.DeadlineExceeded) })
+	b.stopParent = context.AfterFunc(b.parent, func() { b.end(b.parent.Err()) })
 }
 
 func (b *batch) end(err error) {
@@ -127,10 +127,10 @@ func (b *batch) endLocked(err error) {
 	if b.done != nil {
 		close(b.done)
 	}
-	for _, stop := range b.stops {
-		stop()
+	if b.timer != nil {
+		b.timer.Stop()
+		b.stopParent()
 	}
-	b.stops = nil
 	for _, f := range b.funcs {
 		if f != nil {
 			go f()
