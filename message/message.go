@@ -165,7 +165,15 @@ type Delivery struct {
 // to m and returns m. Adapters call it on each message they receive; the
 // native function implements [Message.As].
 func Received(m *Message, d Delivery, native func(any) bool) *Message {
-	m.delivery = &d
+	return ReceivedShared(m, &d, native)
+}
+
+// ReceivedShared is Received attaching d itself rather than a copy, for an
+// adapter that allocates messages and their deliveries together (in
+// slabs, say) so that a delivery costs no allocation of its own. Nothing
+// may change *d afterwards: a handler reads it through [Message.Delivery].
+func ReceivedShared(m *Message, d *Delivery, native func(any) bool) *Message {
+	m.delivery = d
 	m.native = native
 	return m
 }

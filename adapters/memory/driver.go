@@ -74,10 +74,17 @@ type subscription struct {
 	// rr is the partition a Receive looks at first: it turns with every
 	// call, so no owned partition is starved.
 	rr int
-	// msgs and pms are allocated deliverySlab at a time and handed out
+	// dels and pms are allocated deliverySlab at a time and handed out
 	// one per delivery.
-	msgs []message.Message
+	dels []delivered
 	pms  []pendingMsg
+}
+
+// delivered is a delivered message with its delivery facts, allocated
+// together.
+type delivered struct {
+	msg message.Message
+	d   message.Delivery
 }
 
 // deliverySlab is how many delivered messages and pending records a
@@ -212,13 +219,14 @@ func (s *subscription) deliver(off int64, p int, pm *pendingMsg, now time.Time) 
 	pm.owner = s
 	pm.readyAt = time.Time{}
 	s.g.parts[p].held++
-	if len(s.msgs) == 0 {
-		s.msgs = make([]message.Message, deliverySlab)
+	if len(s.dels) == 0 {
+		s.dels = make([]delivered, deliverySlab)
 	}
-	m := &s.msgs[0]
-	s.msgs = s.msgs[1:]
+	dm := &s.dels[0]
+	s.dels = s.dels[1:]
+	m := &dm.msg
 	*m = *s.t.log[off-s.t.base].msg
-	message.Received(m, message.Delivery{
+	dm.d = message.Delivery{
 		Topic:       s.t.name,
 		Group:       s.g.name,
 		Attempt:     pm.attempts,
@@ -227,7 +235,8 @@ func (s *subscription) deliver(off int64, p int, pm *pendingMsg, now time.Time) 
 		Offset:      off,
 		BrokerID:    strconv.FormatInt(off, 10),
 		ReceivedAt:  now,
-	}, nil)
+	}
+	message.ReceivedShared(m, &dm.d, nil)
 	// A pointer as the AckID: boxing it allocates nothing.
 	return subscriber.Received{Msg: m, AckID: pm}
 }
