@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,5 +122,41 @@ func TestNewIDsAreUniqueTimeOrderedUUIDv7(t *testing.T) {
 		}
 		seen[id] = true
 		prev = id[:13]
+	}
+}
+
+// IDs made at once by several goroutines, over many refills of NewID's
+// random buffer, are all distinct, in their random bits too.
+func TestNewIDsConcurrentAreDistinct(t *testing.T) {
+	const workers, each = 8, 2000
+	ids := make([][]string, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for range each {
+				ids[w] = append(ids[w], message.NewID())
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	random := map[string]bool{}
+	for _, l := range ids {
+		for _, id := range l {
+			if seen[id] || random[id[19:]] {
+				t.Fatalf("id %s (or its random bits) made twice", id)
+			}
+			seen[id], random[id[19:]] = true, true
+		}
+	}
+	if len(seen) != workers*each {
+		t.Fatalf("%d ids, want %d", len(seen), workers*each)
+	}
+}
+
+func BenchmarkNewID(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = message.NewID()
 	}
 }
