@@ -72,6 +72,26 @@ type call struct {
 	done    chan error
 }
 
+// calls recycles calls (and their done channels), so that a Publish
+// allocates neither.
+var calls = sync.Pool{New: func() any { return &call{done: make(chan error, 1)} }}
+
+func newCall(msgs []*message.Message) *call {
+	c := calls.Get().(*call)
+	c.msgs = msgs
+	return c
+}
+
+// free returns c to the pool. Only its caller frees it, and only once no
+// one else can reach it: after receiving its outcome (every send to done
+// is the last thing its sender does with c) and with no abandon of it
+// started. A call withdrawn or abandoned by its caller is left to the
+// garbage collector.
+func (c *call) free() {
+	*c = call{done: c.done}
+	calls.Put(c)
+}
+
 // maxIdleQueues is how many topics keep their queue while nothing is sent
 // to them, to spare a serial publisher an allocation per call.
 const maxIdleQueues = 256
@@ -142,10 +162,11 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 		return err
 	}
 
-	c := &call{msgs: msgs, done: make(chan error, 1)}
+	c := newCall(msgs)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
+		c.free()
 		return message.Errorf(message.Closed, "publish", "publisher is closed")
 	}
 	q := p.topics[topic]
@@ -166,14 +187,19 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 		// which saves a goroutine hand-off on the common, uncontended
 		// path. If ctx ends meanwhile, abandon withdraws or cancels it.
 		// A context that can never end (Done is nil) needs no watch.
+		reuse := true
 		if ctx.Done() != nil {
 			stop := context.AfterFunc(ctx, func() { p.abandon(q, c, ctx.Err()) })
 			p.send(topic, q, c)
-			stop()
+			// An abandon that has started may still look at c.
+			reuse = stop()
 		} else {
 			p.send(topic, q, c)
 		}
 		err := <-c.done
+		if reuse {
+			c.free()
+		}
 		if err != nil && ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -181,6 +207,7 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 	}
 	select {
 	case err := <-c.done:
+		c.free()
 		return err
 	case <-ctx.Done():
 		p.abandon(q, c, ctx.Err())
@@ -276,10 +303,12 @@ func (p *Publisher) finish(calls []*call, err error) {
 		c.settled = true
 	}
 	p.mu.Unlock()
-	var be *BatchError
-	partial := err != nil && errors.As(err, &be) && len(be.Errs) == sum(calls)
+	be, partial := batchErrorOf(err, calls)
 	off := 0
 	for _, c := range calls {
+		// The send to c.done is the last use of c: its caller may reuse
+		// it at once (see free).
+		n := len(c.msgs)
 		switch {
 		case err == nil:
 			c.done <- nil
@@ -298,8 +327,22 @@ func (p *Publisher) finish(calls []*call, err error) {
 		default:
 			c.done <- p.classify(err)
 		}
-		off += len(c.msgs)
+		off += n
 	}
+}
+
+// batchErrorOf returns err as a BatchError with one entry per message of
+// calls, if it is one. (Apart from finish, so that a nil error costs no
+// allocation for errors.As's target.)
+func batchErrorOf(err error, calls []*call) (*BatchError, bool) {
+	if err == nil {
+		return nil, false
+	}
+	var be *BatchError
+	if errors.As(err, &be) && len(be.Errs) == sum(calls) {
+		return be, true
+	}
+	return nil, false
 }
 
 func sum(calls []*call) int {

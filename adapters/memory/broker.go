@@ -176,9 +176,11 @@ type topic struct {
 	name string
 	opts *Options
 
-	mu     sync.Mutex
-	base   int64 // offset of log[0]
-	log    []entry
+	mu   sync.Mutex
+	base int64 // offset of log[0]
+	log  []entry
+	// slab holds the Message structs that newCopy hands out next.
+	slab   []message.Message
 	bytes  int
 	parts  []partIndex
 	rr     int // partition of the next keyless message
@@ -285,9 +287,8 @@ func (t *topic) makeRoom(size int) bool {
 
 // append publishes msgs in order, waiting for room per the full policy.
 func (t *topic) append(ctx context.Context, msgs []*message.Message) error {
-	// The retained copies: their structs and payloads are allocated once
-	// for the whole batch.
-	copies := make([]message.Message, len(msgs))
+	// The retained copies: their payloads are allocated once for the
+	// whole batch, their structs from the topic's slab.
 	size := 0
 	for _, m := range msgs {
 		size += len(m.Payload)
@@ -313,7 +314,7 @@ func (t *topic) append(ctx context.Context, msgs []*message.Message) error {
 				return t.partial(msgs, i, ctx.Err())
 			}
 		}
-		c := &copies[i]
+		c := t.newCopy()
 		c.ID, c.Key, c.Metadata, c.Time = m.ID, m.Key, m.Metadata.Clone(), m.Time
 		if m.Payload != nil {
 			n := len(payloads)
@@ -328,6 +329,21 @@ func (t *topic) append(ctx context.Context, msgs []*message.Message) error {
 	t.wake()
 	return nil
 }
+
+// newCopy returns a zero Message for a retained copy, from a slab of
+// copySlab, so that a publish of a few messages allocates no struct of its
+// own. Caller holds t.mu.
+func (t *topic) newCopy() *message.Message {
+	if len(t.slab) == 0 {
+		t.slab = make([]message.Message, copySlab)
+	}
+	c := &t.slab[0]
+	t.slab = t.slab[1:]
+	return c
+}
+
+// copySlab is how many retained copies a topic allocates at once.
+const copySlab = 64
 
 func (t *topic) fullError(msgs []*message.Message, i int) error {
 	err := message.Errorf(message.ResourceExhausted, "memory: publish",
