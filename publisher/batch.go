@@ -30,8 +30,28 @@ type batch struct {
 	funcs      []func()    // AfterFunc callbacks not yet run
 }
 
-func newBatch(parent context.Context, timeout time.Duration) *batch {
-	return &batch{parent: parent, deadline: time.Now().Add(timeout)}
+// batches recycles batches that no one watched (see free).
+var batches = sync.Pool{New: func() any { return new(batch) }}
+
+// newBatch returns a batch whose deadline is timeout after now.
+func newBatch(parent context.Context, now time.Time, timeout time.Duration) *batch {
+	b := batches.Get().(*batch)
+	b.parent, b.deadline = parent, now.Add(timeout)
+	return b
+}
+
+// free recycles b once its driver call has returned and every caller has
+// its outcome, if nothing ever watched it: with no done channel there is
+// no timer, no registration with the parent and no AfterFunc that could
+// still reach b. (Drivers keep no context past SendBatch: see Driver.)
+func (b *batch) free() {
+	b.mu.Lock()
+	watched := b.done != nil
+	b.mu.Unlock()
+	if !watched {
+		*b = batch{}
+		batches.Put(b)
+	}
 }
 
 func (b *batch) Deadline() (time.Time, bool) { return b.deadline, true }

@@ -18,7 +18,7 @@ func waitClosed(t *testing.T, what string, ch <-chan struct{}) {
 }
 
 func TestBatchContextDeadline(t *testing.T) {
-	b := newBatch(context.Background(), 20*time.Millisecond)
+	b := newBatch(context.Background(), time.Now(), 20*time.Millisecond)
 	if d, ok := b.Deadline(); !ok || time.Until(d) > 20*time.Millisecond {
 		t.Fatalf("Deadline() = %v, %v", d, ok)
 	}
@@ -38,7 +38,7 @@ func TestBatchContextDeadline(t *testing.T) {
 // TestBatchContextErrWithoutDone: a driver that only polls Err sees the
 // deadline and the parent's end, and a Done asked for afterwards is closed.
 func TestBatchContextErrWithoutDone(t *testing.T) {
-	b := newBatch(context.Background(), time.Millisecond)
+	b := newBatch(context.Background(), time.Now(), time.Millisecond)
 	deadline := time.Now().Add(10 * time.Second)
 	for b.Err() == nil {
 		if time.Now().After(deadline) {
@@ -52,7 +52,7 @@ func TestBatchContextErrWithoutDone(t *testing.T) {
 	waitClosed(t, "Done after the end", b.Done())
 
 	parent, cancel := context.WithCancel(context.Background())
-	b = newBatch(parent, time.Minute)
+	b = newBatch(parent, time.Now(), time.Minute)
 	cancel()
 	if err := b.Err(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Err after the parent ended = %v, want Canceled", err)
@@ -61,7 +61,7 @@ func TestBatchContextErrWithoutDone(t *testing.T) {
 
 func TestBatchContextParentAndCancel(t *testing.T) {
 	parent, cancelParent := context.WithCancel(context.WithValue(context.Background(), t, "v"))
-	b := newBatch(parent, time.Minute)
+	b := newBatch(parent, time.Now(), time.Minute)
 	if b.Value(t) != "v" {
 		t.Fatal("Value does not reach the parent")
 	}
@@ -72,7 +72,7 @@ func TestBatchContextParentAndCancel(t *testing.T) {
 		t.Fatalf("Err = %v, want Canceled", err)
 	}
 
-	b = newBatch(context.Background(), time.Minute)
+	b = newBatch(context.Background(), time.Now(), time.Minute)
 	done = b.Done()
 	b.cancel()
 	waitClosed(t, "Done after cancel", done)
@@ -84,7 +84,7 @@ func TestBatchContextParentAndCancel(t *testing.T) {
 // TestBatchContextAfterFunc: context.AfterFunc and derived contexts work
 // through the batch's own AfterFunc; a stopped callback never runs.
 func TestBatchContextAfterFunc(t *testing.T) {
-	b := newBatch(context.Background(), time.Minute)
+	b := newBatch(context.Background(), time.Now(), time.Minute)
 	ran := make(chan struct{})
 	context.AfterFunc(b, func() { close(ran) })
 	stopped := make(chan struct{}, 1)
@@ -111,4 +111,29 @@ func TestBatchContextAfterFunc(t *testing.T) {
 		t.Fatal("stop after the end = true")
 	}
 	waitClosed(t, "late AfterFunc", late)
+}
+
+// A batch that nothing watched is recycled fresh; a watched one is never
+// recycled, so that its timer or an AfterFunc cannot reach a later batch.
+func TestBatchFree(t *testing.T) {
+	for range 100 {
+		b := newBatch(context.Background(), time.Now(), time.Minute)
+		if err := b.Err(); err != nil {
+			t.Fatalf("a new batch (perhaps recycled) has Err %v", err)
+		}
+		if d, _ := b.Deadline(); time.Until(d) < 50*time.Second {
+			t.Fatalf("a new batch's deadline is %v away, want about a minute", time.Until(d))
+		}
+		b.cancel()
+		b.free()
+
+		w := newBatch(context.Background(), time.Now(), time.Minute)
+		done := w.Done()
+		w.cancel()
+		w.free()
+		if w.err == nil || done == nil || w.done == nil {
+			t.Fatal("a watched batch was reset by free")
+		}
+		waitClosed(t, "watched batch", done)
+	}
 }

@@ -22,7 +22,9 @@ import (
 //     [*BatchError] that gives each message's outcome.
 //   - It must not retry: the caller decides. It must not modify msgs.
 //   - It may be called concurrently, for one topic or several.
-//   - It honours ctx and returns ctx's error when ctx ends first.
+//   - It honours ctx and returns ctx's error when ctx ends first. ctx is
+//     valid only while SendBatch runs: the Publisher reuses it afterwards,
+//     so neither it nor a context derived from it may be kept.
 type Driver interface {
 	// SendBatch publishes msgs, in order, to topic. len(msgs) >= 1.
 	SendBatch(ctx context.Context, topic string, msgs []*message.Message) error

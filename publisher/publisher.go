@@ -190,11 +190,11 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 		reuse := true
 		if ctx.Done() != nil {
 			stop := context.AfterFunc(ctx, func() { p.abandon(q, c, ctx.Err()) })
-			p.send(topic, q, c)
+			p.send(topic, q, c, now)
 			// An abandon that has started may still look at c.
 			reuse = stop()
 		} else {
-			p.send(topic, q, c)
+			p.send(topic, q, c, now)
 		}
 		err := <-c.done
 		if reuse {
@@ -244,7 +244,7 @@ func (p *Publisher) abandon(q *topicQueue, c *call, err error) {
 // A sender goroutine (own == nil) runs until none is left; a caller sending
 // its own call (own != nil) stops once that call is settled and hands what
 // is left to a goroutine. At most MaxInflight senders run per topic.
-func (p *Publisher) send(topic string, q *topicQueue, own *call) {
+func (p *Publisher) send(topic string, q *topicQueue, own *call, now time.Time) {
 	defer p.senders.Done()
 	for {
 		p.mu.Lock()
@@ -259,12 +259,18 @@ func (p *Publisher) send(topic string, q *topicQueue, own *call) {
 		if own != nil && own.settled {
 			p.senders.Add(1)
 			p.mu.Unlock()
-			go p.send(topic, q, nil)
+			go p.send(topic, q, nil, time.Time{})
 			return
 		}
 		// When every caller of the batch has given up, the driver call
 		// is cancelled too (abandon).
-		b := newBatch(p.sendCtx, p.opts.SendTimeout)
+		// The first batch of a caller's own send starts at the time its
+		// Publish read (a clock read saved); later ones read the clock.
+		if now.IsZero() {
+			now = time.Now()
+		}
+		b := newBatch(p.sendCtx, now, p.opts.SendTimeout)
+		now = time.Time{}
 		var few [4]*call // most batches of a serial publisher have one call
 		calls := few[:0]
 		n := 0
@@ -293,6 +299,7 @@ func (p *Publisher) send(topic string, q *topicQueue, own *call) {
 		err := p.d.SendBatch(b, topic, msgs)
 		b.cancel()
 		p.finish(calls, err)
+		b.free()
 	}
 }
 
