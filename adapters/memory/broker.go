@@ -179,6 +179,11 @@ type topic struct {
 	mu   sync.Mutex
 	base int64 // offset of log[0]
 	log  []entry
+	// lowHint is a low-water mark computed earlier (see makeRoom): a lower
+	// bound of the current one, as the mark only rises while no group is
+	// added (cursors move forward; a delivery adds an in-flight offset at
+	// the cursor; settles remove them).
+	lowHint int64
 	// slab holds the Message structs that newCopy hands out next.
 	slab   []message.Message
 	bytes  int
@@ -271,16 +276,25 @@ func (t *topic) makeRoom(size int) bool {
 	if fits() {
 		return true
 	}
-	low := t.lowWater()
-	for !fits() && t.base < low {
-		e := t.log[0]
-		t.bytes -= e.msg.Size()
-		t.log[0] = entry{}
-		t.log = t.log[1:]
-		pi := &t.parts[e.part]
-		pi.offs = pi.offs[1:]
-		pi.base++
-		t.base++
+	trim := func(low int64) {
+		for !fits() && t.base < low {
+			e := t.log[0]
+			t.bytes -= e.msg.Size()
+			t.log[0] = entry{}
+			t.log = t.log[1:]
+			pi := &t.parts[e.part]
+			pi.offs = pi.offs[1:]
+			pi.base++
+			t.base++
+		}
+	}
+	// The low-water mark costs a pass over every group's in-flight
+	// messages: a full topic trims up to the last one computed, and
+	// computes it again only when that is used up.
+	trim(t.lowHint)
+	if !fits() {
+		t.lowHint = t.lowWater()
+		trim(t.lowHint)
 	}
 	return fits()
 }
@@ -419,6 +433,7 @@ func (t *topic) group(name string, start int) *group {
 			}
 		}
 		t.groups[name] = g
+		t.lowHint = 0 // the new group may need what the old mark let go
 	}
 	return g
 }

@@ -442,6 +442,59 @@ func TestBoundedRetention(t *testing.T) {
 	}
 }
 
+// A group that joins a topic that has been trimming (with a group acking
+// everything) holds the messages retained when it joined: the earlier
+// low-water mark no longer lets them go. It reads exactly those, in order.
+func TestRetentionHoldsForANewGroup(t *testing.T) {
+	ctx := context.Background()
+	b, err := memory.New(memory.Options{MaxMessages: 10, Full: memory.Fail})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.Client(polybus.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	fast, err := b.SubscriberDriver().Open(ctx, "t", subscriber.OpenConfig{Group: "fast"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.Close()
+	for i := range 25 {
+		publish(t, c, "t", message.New([]byte(fmt.Sprint(i))))
+		recs, err := fast.Receive(ctx, 1)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("receive %d: %v %d", i, err, len(recs))
+		}
+		if err := fast.Ack(ctx, []any{recs[0].AckID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late, err := b.SubscriberDriver().Open(ctx, "t", subscriber.OpenConfig{Group: "late", Start: subscriber.Earliest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	// The topic retains 15..24 and "late" needs them all: no room.
+	if err := c.Publisher().Publish(ctx, "t", message.New([]byte("over"))); !errors.Is(err, message.ErrResourceExhausted) {
+		t.Fatalf("publish while the new group holds every message: %v, want ErrResourceExhausted", err)
+	}
+	var got []string
+	for len(got) < 10 {
+		recs, err := late.Receive(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			got = append(got, string(r.Msg.Payload))
+		}
+	}
+	if want := []string{"15", "16", "17", "18", "19", "20", "21", "22", "23", "24"}; !slices.Equal(got, want) {
+		t.Fatalf("late group read %v, want %v", got, want)
+	}
+}
+
 func TestBlockPolicyWaitsForRoom(t *testing.T) {
 	ctx := context.Background()
 	c, err := polybus.Open(ctx, "mem://?max_messages=2")
