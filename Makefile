@@ -11,7 +11,7 @@ BROKERS := scripts/brokers
 ENV_FILE := $(POLYBUS_CACHE)/brokers.env
 GOTEST := go test -race -count=1
 
-.PHONY: help brokers brokers-down brokers-status test smoke restart-check
+.PHONY: help brokers brokers-down brokers-status test smoke restart-check bench-inprocess
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -33,3 +33,7 @@ smoke: brokers ## one message through each broker with its raw Go client
 
 restart-check: brokers ## restart each broker; a message sent before must survive
 	. $(ENV_FILE) && POLYBUS_RESTART_TEST=1 $(GOTEST) -v -run 'TestDataKeptAcrossRestart' ./internal/brokertest/
+
+bench-inprocess: ## polybus mem:// against a bare channel and Watermill's GoChannel (benchmarks/, benchstat table)
+	cd benchmarks && go test -run '^$$' -bench InProcess -benchmem -count 6 . | tee /tmp/polybus-inprocess.txt
+	cd benchmarks && go run golang.org/x/perf/cmd/benchstat@latest /tmp/polybus-inprocess.txt
