@@ -83,7 +83,7 @@ func (f *fixture) require(declared bool, capability string) {
 	}
 }
 
-func (f *fixture) topic() string { return f.s.h.Name("topic") }
+func (f *fixture) topic() string { return f.s.topic() }
 func (f *fixture) group() string { return f.s.h.Name("group") }
 
 // publish publishes msgs to topic in calls of up to 100 messages, in

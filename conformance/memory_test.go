@@ -1,12 +1,16 @@
 package conformance_test
 
 import (
+	"context"
+	"errors"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 
+	"github.com/polybus/polybus"
 	_ "github.com/polybus/polybus/adapters/memory"
 	"github.com/polybus/polybus/conformance"
 )
@@ -51,5 +55,47 @@ func TestRunAllStress(t *testing.T) {
 	}
 	if rep.Adapter != "memory" || !rep.Capabilities.OrderPerKey {
 		t.Errorf("report adapter %q, capabilities %+v", rep.Adapter, rep.Capabilities)
+	}
+}
+
+// TestRunAllCleanup: Options.Cleanup runs once, after the last test, with
+// a client and every topic the tests made; its error is reported.
+func TestRunAllCleanup(t *testing.T) {
+	var calls int
+	var got []string
+	rep := conformance.RunAll(t.Context(), conformance.URLHarness("mem://"), conformance.Options{
+		Stress: 2,
+		Run:    regexp.MustCompile(`^(RoundTrip|FanOut)$`),
+		Cleanup: func(ctx context.Context, c *polybus.Client, topics []string) error {
+			calls++
+			if c == nil {
+				return errors.New("no client")
+			}
+			got = topics
+			return errors.New("broker said no")
+		},
+	})
+	if rep.Failed() {
+		t.Fatalf("the suite failed: %+v", rep.Results)
+	}
+	if calls != 1 {
+		t.Fatalf("Cleanup ran %d times, want once", calls)
+	}
+	// Each of the 2 rounds' RoundTrip and FanOut made at least one topic,
+	// each a fresh name from the harness.
+	if len(got) < 4 || len(slices.Compact(slices.Sorted(slices.Values(got)))) != len(got) {
+		t.Fatalf("Cleanup got topics %v, want at least 4 distinct", got)
+	}
+	for _, topic := range got {
+		if !strings.HasPrefix(topic, "cf-topic-") {
+			t.Fatalf("topic %q is not a harness name", topic)
+		}
+	}
+	if !strings.Contains(rep.CleanupError, "broker said no") {
+		t.Fatalf("CleanupError = %q", rep.CleanupError)
+	}
+	var out strings.Builder
+	if err := rep.WriteMatrix(&out); err != nil || !strings.Contains(out.String(), "cleanup failed") {
+		t.Fatalf("the matrix does not report the cleanup failure (%v):\n%s", err, out.String())
 	}
 }

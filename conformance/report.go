@@ -52,6 +52,9 @@ type Report struct {
 	Capabilities message.Capabilities
 	// Results holds one entry per test run, in run order.
 	Results []Result
+	// CleanupError is Options.Cleanup's error, "" when it succeeded or
+	// there was none.
+	CleanupError string
 }
 
 // Failed reports whether any test failed.
@@ -114,8 +117,8 @@ func (r Report) WriteJSON(w io.Writer) error {
 }
 
 // WriteMatrix writes the results as a text table, one row per test, and a
-// closing line "N passed, N failed, N skipped". A multi-line reason shows
-// its first line.
+// closing line "N passed, N failed, N skipped" (and one for a failed
+// Options.Cleanup). A multi-line reason shows its first line.
 func (r Report) WriteMatrix(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "TEST\tSTATUS\tTIME\tREASON\n")
@@ -130,8 +133,14 @@ func (r Report) WriteMatrix(w io.Writer) error {
 		return err
 	}
 	p, f, s := r.Counts()
-	_, err := fmt.Fprintf(w, "%d passed, %d failed, %d skipped\n", p, f, s)
-	return err
+	if _, err := fmt.Fprintf(w, "%d passed, %d failed, %d skipped\n", p, f, s); err != nil {
+		return err
+	}
+	if r.CleanupError != "" {
+		_, err := fmt.Fprintf(w, "cleanup failed (the run's topics may be left on the broker): %s\n", r.CleanupError)
+		return err
+	}
+	return nil
 }
 
 func formatMetrics(m map[string]int64) string {

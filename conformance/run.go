@@ -6,11 +6,13 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/message"
 )
 
@@ -58,6 +60,11 @@ type Options struct {
 	// runs. Without it, CloseAndCancel runs alone: the suite's other
 	// tests wait for it.
 	NoLeakCheck bool
+	// Cleanup, when set, is called once the run ends, with a client of
+	// its own and every topic the suite made, to remove what the run
+	// left on the broker (SQS queues, say: sqs.DeleteTopics). Its error
+	// fails Run's test; RunAll reports it in Report.CleanupError.
+	Cleanup func(ctx context.Context, c *polybus.Client, topics []string) error
 }
 
 func (o Options) withDefaults() Options {
@@ -124,6 +131,43 @@ type suite struct {
 
 	capsMu sync.Mutex
 	caps   *message.Capabilities
+
+	topicsMu sync.Mutex
+	topics   []string // every topic name the suite took from the harness
+}
+
+// topic takes a fresh topic name from the harness and records it for
+// Options.Cleanup.
+func (s *suite) topic() string {
+	t := s.h.Name("topic")
+	s.topicsMu.Lock()
+	s.topics = append(s.topics, t)
+	s.topicsMu.Unlock()
+	return t
+}
+
+// cleanup runs Options.Cleanup, if any, on the topics made so far.
+func (s *suite) cleanup(ctx context.Context) error {
+	if s.opts.Cleanup == nil {
+		return nil
+	}
+	s.topicsMu.Lock()
+	topics := slices.Clone(s.topics)
+	s.topicsMu.Unlock()
+	if len(topics) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	c, err := s.h.Open(ctx)
+	if err != nil {
+		return fmt.Errorf("cleanup: open: %w", err)
+	}
+	defer c.Close(context.Background())
+	if err := s.opts.Cleanup(ctx, c, topics); err != nil {
+		return fmt.Errorf("cleanup of %d topics: %w", len(topics), err)
+	}
+	return nil
 }
 
 func newSuite(h Harness, opts Options) *suite {
@@ -180,6 +224,11 @@ func Run(t *testing.T, h Harness, opts ...Options) {
 		o = opts[0]
 	}
 	s := newSuite(h, o)
+	t.Cleanup(func() { // after every subtest, parallel rounds included
+		if err := s.cleanup(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
 	if s.opts.Stress == 1 {
 		s.runTesting(t)
 		return
@@ -227,6 +276,9 @@ func RunAll(ctx context.Context, h Harness, opts Options) Report {
 	}
 	for _, rs := range rounds {
 		rep.Results = append(rep.Results, rs...)
+	}
+	if err := s.cleanup(context.WithoutCancel(ctx)); err != nil {
+		rep.CleanupError = err.Error()
 	}
 	return rep
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/polybus/polybus"
+	polysqs "github.com/polybus/polybus/adapters/sqs"
 	"github.com/polybus/polybus/conformance"
 )
 
@@ -45,9 +46,10 @@ func TestConformanceFIFO(t *testing.T) {
 	conformance.Run(t, harness(t, sqsURL(t, conformanceQuery+"&fifo=true")), o)
 }
 
-// options runs POLYBUS_SQS_STRESS rounds of the suite at once, when set.
+// options runs POLYBUS_SQS_STRESS rounds of the suite at once, when set,
+// and deletes the queues of the run's topics when it ends.
 func options(t *testing.T) conformance.Options {
-	var o conformance.Options
+	o := conformance.Options{Cleanup: polysqs.DeleteTopics}
 	if v := os.Getenv("POLYBUS_SQS_STRESS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {

@@ -165,6 +165,11 @@
 // every call of one client, as the portable layer requires: FIFO is a
 // client's choice, not a topic's.
 //
+// Queues stay until deleted: [DeleteTopic] deletes a topic's queues (every
+// group's and the holding queue), [DeleteTopics] also its dead-letter
+// topic's; `polybus conformance` on SQS deletes its run's queues when it
+// ends (conformance.Options.Cleanup).
+//
 // # URLs
 //
 //	sqs://HOST[:PORT]?region=R         an SQS-compatible server at http://HOST:PORT

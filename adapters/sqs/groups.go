@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/message"
 	"github.com/polybus/polybus/subscriber"
 )
@@ -163,21 +166,10 @@ func (r *registry) refreshLocked(ctx context.Context, topic string, e *topicQueu
 // list lists the queues of topic: those under its name prefix, of this
 // client's kind (FIFO or standard).
 func (r *registry) list(ctx context.Context, topic string) ([]string, error) {
-	prefix := r.c.names.topicPrefix(topic)
-	var urls []string
-	pages := sqs.NewListQueuesPaginator(r.c.api, &sqs.ListQueuesInput{QueueNamePrefix: aws.String(prefix), MaxResults: aws.Int32(1000)})
-	for pages.HasMorePages() {
-		out, err := pages.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, u := range out.QueueUrls {
-			if r.c.names.ours(queueNameOf(u)) {
-				urls = append(urls, u)
-			}
-		}
+	urls, err := r.all(ctx, topic)
+	if err != nil {
+		return nil, err
 	}
-	slices.Sort(urls)
 	if len(urls) > 1 {
 		// The default group's queue is left out while it only holds
 		// what was published when the topic had no group.
@@ -207,6 +199,27 @@ func (r *registry) add(topic, url string) {
 	urls := append(slices.Clip(e.urls), url)
 	slices.Sort(urls)
 	e.urls = urls
+}
+
+// all lists every queue of topic of this client's kind, sorted, the
+// default group's holding queue included.
+func (r *registry) all(ctx context.Context, topic string) ([]string, error) {
+	prefix := r.c.names.topicPrefix(topic)
+	var urls []string
+	pages := sqs.NewListQueuesPaginator(r.c.api, &sqs.ListQueuesInput{QueueNamePrefix: aws.String(prefix), MaxResults: aws.Int32(1000)})
+	for pages.HasMorePages() {
+		out, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range out.QueueUrls {
+			if r.c.names.ours(queueNameOf(u)) {
+				urls = append(urls, u)
+			}
+		}
+	}
+	slices.Sort(urls)
+	return urls, nil
 }
 
 // forget makes the next publish to topic list its queues again, and wait
@@ -330,4 +343,54 @@ func (c *core) dlqArn(ctx context.Context, topic string) (string, error) {
 		return "", message.Errorf(message.Unimplemented, op, "%s gave no QueueArn for %s", c.where(), url)
 	}
 	return arn, nil
+}
+
+// DeleteTopic deletes every queue that c's adapter keeps for topic (each
+// group's queue and the holding queue of the default group), with the
+// messages in them, and returns how many it deleted. Queues of other kinds
+// (FIFO or standard, per c's fifo setting) and of other prefixes are left
+// alone, as is topic's dead-letter topic (DLQTopic), a topic of its own.
+// It is for tooling and test clean-up; c must be a client of this adapter
+// (message.InvalidArgument otherwise). SQS forgets a deleted queue's name
+// for up to 60 seconds: creating it again meanwhile may fail.
+func DeleteTopic(ctx context.Context, c *polybus.Client, topic string) (int, error) {
+	const op = "sqs: delete topic"
+	var cc *core
+	if c == nil || !c.Publisher().As(&cc) {
+		return 0, message.Errorf(message.InvalidArgument, op, "not a client of the sqs adapter")
+	}
+	if topic == "" {
+		return 0, message.Errorf(message.InvalidArgument, op, "empty topic")
+	}
+	urls, err := cc.reg.all(ctx, topic)
+	if err != nil {
+		return 0, coded(op, err)
+	}
+	n := 0
+	for _, u := range urls {
+		if _, err := cc.api.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(u)}); err != nil {
+			return n, coded(op, err)
+		}
+		n++
+	}
+	cc.reg.forget(topic)
+	return n, nil
+}
+
+// DeleteTopics deletes the queues of each topic and of its dead-letter
+// topic (see DeleteTopic), going on past failures; it returns them joined.
+// Its signature is conformance.Options.Cleanup's.
+func DeleteTopics(ctx context.Context, c *polybus.Client, topics []string) error {
+	var errs []error
+	for _, t := range topics {
+		for _, name := range []string{t, DLQTopic(t)} {
+			if _, err := DeleteTopic(ctx, c, name); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
 }

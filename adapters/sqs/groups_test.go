@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/polybus/polybus"
+	_ "github.com/polybus/polybus/adapters/memory"
 	polysqs "github.com/polybus/polybus/adapters/sqs"
 	"github.com/polybus/polybus/internal/pbtest"
 	"github.com/polybus/polybus/message"
@@ -115,5 +117,59 @@ func TestFIFOTopicOnStandardClient(t *testing.T) {
 	c := open(t, sqsURL(t, ""))
 	if err := c.Publisher().Publish(t.Context(), "orders.fifo", message.New([]byte("x"))); !errors.Is(err, message.ErrInvalidArgument) {
 		t.Fatalf("got %v, want InvalidArgument", err)
+	}
+}
+
+// TestDeleteTopic: DeleteTopic removes each group's queue and the holding
+// queue of a topic, and no other topic's; DeleteTopics also takes the
+// dead-letter topic's; a client of another adapter is refused.
+func TestDeleteTopic(t *testing.T) {
+	c := open(t, sqsURL(t, "wait_time=1s"))
+	var api *sqs.Client
+	c.Publisher().As(&api)
+	topic, other := unique("delete"), unique("kept")
+	if err := c.Publisher().Publish(t.Context(), topic, message.New([]byte("held"))); err != nil {
+		t.Fatal(err)
+	}
+	// Subscribing makes a group's queue; the subscribers stop before the
+	// deletion (ElasticMQ answers a long poll of a deleted queue only
+	// after its ask timeout).
+	nop := func(context.Context, *message.Message) error { return nil }
+	made := func(topic, group string) string {
+		stop := pbtest.Consume(t, c, topic, nop, subscriber.Group(group))
+		defer stop()
+		return queueNamed(t, api, false, topic, group)
+	}
+	made(topic, "a")
+	made(topic, "b")
+	kept := made(other, "a")
+	made(polysqs.DLQTopic(topic), "a")
+
+	n, err := polysqs.DeleteTopic(t.Context(), c, topic)
+	if err != nil || n != 3 {
+		t.Fatalf("DeleteTopic = %d, %v; want 3 queues (a, b and the holding queue)", n, err)
+	}
+	for _, g := range []string{"a", "b", subscriber.DefaultGroup} {
+		if _, err := api.GetQueueUrl(t.Context(), &sqs.GetQueueUrlInput{QueueName: aws.String(polysqs.QueueName(runPrefix, false, topic, g))}); err == nil {
+			t.Errorf("group %s's queue is still there", g)
+		}
+	}
+	if _, err := api.GetQueueAttributes(t.Context(), &sqs.GetQueueAttributesInput{QueueUrl: aws.String(kept)}); err != nil {
+		t.Fatalf("another topic's queue went too: %v", err)
+	}
+	if err := polysqs.DeleteTopics(t.Context(), c, []string{topic}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.GetQueueUrl(t.Context(), &sqs.GetQueueUrlInput{QueueName: aws.String(polysqs.QueueName(runPrefix, false, polysqs.DLQTopic(topic), "a"))}); err == nil {
+		t.Error("the dead-letter topic's queue is still there")
+	}
+
+	mem, err := polybus.Open(t.Context(), "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close(context.Background())
+	if _, err := polysqs.DeleteTopic(t.Context(), mem, topic); !errors.Is(err, message.ErrInvalidArgument) {
+		t.Fatalf("DeleteTopic on a mem:// client: %v, want InvalidArgument", err)
 	}
 }

@@ -272,6 +272,8 @@ func (c *core) as(target any) bool {
 	switch t := target.(type) {
 	case **sqs.Client:
 		*t = c.api
+	case **core: // DeleteTopic's way in
+		*t = c
 	default:
 		return false
 	}

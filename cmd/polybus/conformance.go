@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/goleak"
 
+	"github.com/polybus/polybus"
+	"github.com/polybus/polybus/adapters/sqs"
 	"github.com/polybus/polybus/conformance"
 )
 
@@ -81,6 +84,9 @@ func (a *app) conformance(ctx context.Context, opts conformance.Options, jsonFil
 	}
 	name := c.Capabilities().Name
 	a.closeClient(c)
+	if opts.Cleanup == nil {
+		opts.Cleanup = cleanupFor(name)
+	}
 
 	out := redactWriter{a, a.stdout}
 	fmt.Fprintf(out, "conformance suite: adapter %s at %s\n\n", name, a.redactURL(cfg.URL))
@@ -138,4 +144,15 @@ func (h cliHarness) withRestart() conformance.Harness {
 		return restartHarness{h, r}
 	}
 	return h
+}
+
+// cleanupFor returns how the run removes what its topics leave on the
+// broker of the adapter named name: SQS keeps a queue per topic and group
+// for good, so the run deletes them; other brokers' topics are left (their
+// retention ages them out, and NATS's embedded directory is temporary).
+func cleanupFor(name string) func(context.Context, *polybus.Client, []string) error {
+	if strings.HasPrefix(name, "sqs") {
+		return sqs.DeleteTopics
+	}
+	return nil
 }
