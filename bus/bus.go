@@ -98,6 +98,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$
 // publish (Publish, Send, Ask) at any time. Close stops it. A Bus is safe
 // for concurrent use.
 type Bus struct {
+	c     *polybus.Client
 	pub   *publisher.Publisher
 	sub   *subscriber.Subscriber
 	opts  Options
@@ -159,7 +160,7 @@ func New(c *polybus.Client, opts Options) (*Bus, error) {
 		log = slog.Default()
 	}
 	corr, _ := middleware.Correlation(middleware.CorrelationConfig{})
-	return &Bus{pub: c.Publisher(), sub: c.Subscriber(), opts: opts, log: log, corr: corr,
+	return &Bus{c: c, pub: c.Publisher(), sub: c.Subscriber(), opts: opts, log: log, corr: corr,
 		group: "reply-" + opts.InstanceID, ctype: contentType(opts.Codec), seen: map[string]bool{}, known: map[string]bool{}}, nil
 }
 
@@ -169,6 +170,9 @@ func (b *Bus) Topic(kind, typ string) string { return b.opts.Prefix + kind + "."
 
 // ReplyTopic returns this Bus's reply topic.
 func (b *Bus) ReplyTopic() string { return b.opts.Prefix + "reply." + b.opts.InstanceID }
+
+// Client returns the client the bus runs on.
+func (b *Bus) Client() *polybus.Client { return b.c }
 
 // Codec returns the bus's codec.
 func (b *Bus) Codec() Codec { return b.opts.Codec }

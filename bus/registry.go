@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/polybus/polybus/eventstore/sqlstore"
 	"github.com/polybus/polybus/message"
 )
 
@@ -67,16 +68,6 @@ func notRegistered(typ string) error {
 	return message.Errorf(message.NotFound, "bus: send", "no service has registered a handler for command %s", typ)
 }
 
-// SQLDialect is the SQL dialect of a SQLRegistry's database.
-type SQLDialect int
-
-const (
-	// Postgres is PostgreSQL (github.com/jackc/pgx/v5/stdlib).
-	Postgres SQLDialect = iota + 1
-	// SQLite is SQLite 3.24 or later (modernc.org/sqlite).
-	SQLite
-)
-
 // SQLRegistry is a Registry in a table of a SQLite or PostgreSQL
 // database that every service reaches: one row per command type (type,
 // service, time of first registration).
@@ -89,12 +80,13 @@ var tableRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,49}$`)
 
 // NewSQLRegistry returns a registry in table (default
 // "polybus_command_handlers") of db and creates the table when it does
-// not exist. Both dialects take the same statements; dialect is checked.
+// not exist. Both dialects (sqlstore.SQLite, sqlstore.Postgres) take the
+// same statements.
 // Errors: InvalidArgument for a nil db, an unknown dialect or a bad table
 // name; Unavailable when the table cannot be created.
-func NewSQLRegistry(ctx context.Context, db *sql.DB, dialect SQLDialect, table string) (*SQLRegistry, error) {
+func NewSQLRegistry(ctx context.Context, db *sql.DB, dialect sqlstore.Dialect, table string) (*SQLRegistry, error) {
 	const op = "bus: sql registry"
-	if db == nil || (dialect != Postgres && dialect != SQLite) {
+	if db == nil || (dialect != sqlstore.Postgres && dialect != sqlstore.SQLite) {
 		return nil, message.Errorf(message.InvalidArgument, op, "want a database and a known dialect")
 	}
 	if table == "" {
