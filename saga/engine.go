@@ -187,6 +187,13 @@ func (s *Saga[D]) advance(ctx context.Context, st *State, trigger *message.Messa
 			}
 			return nil
 		case Pending, Started:
+			if dirty {
+				// The last step's outcome is saved on its own, before
+				// the next step starts.
+				if err := s.save(ctx, st); err != nil {
+					return err
+				}
+			}
 			if err := s.run(ctx, st, i, undo, fn, trigger); err != nil {
 				return err
 			}
