@@ -58,7 +58,7 @@ func sagaChild() int {
 		return fail(err)
 	}
 	prefix := os.Getenv("CHILD_PREFIX")
-	bs, err := services(c, prefix, l)
+	bs, err := services(c, prefix, l.apply)
 	if err != nil {
 		return fail(err)
 	}

@@ -22,60 +22,9 @@ import (
 	"github.com/polybus/polybus/bus"
 	"github.com/polybus/polybus/internal/brokertest"
 	"github.com/polybus/polybus/internal/pbtest"
-	"github.com/polybus/polybus/message"
 	"github.com/polybus/polybus/middleware"
 	"github.com/polybus/polybus/saga"
 )
-
-// The OrderSaga's data and commands.
-type (
-	Order struct {
-		OrderID string
-		SKU     string
-		Qty     int
-		Amount  int
-	}
-	ReserveInventory struct {
-		OrderID, SKU string
-		Qty          int
-	}
-	ReleaseInventory struct{ OrderID string }
-	ChargePayment    struct {
-		OrderID string
-		Amount  int
-	}
-	RefundPayment struct{ OrderID string }
-	ConfirmOrder  struct{ OrderID string }
-	FailOrder     struct{ OrderID string }
-)
-
-// orderSaga is the seed's OrderSaga: reserve inventory, charge payment,
-// confirm the order. Its first step only compensates: when anything
-// fails, the order is failed last, after the reservation was released.
-func orderSaga(b *bus.Bus) saga.Definition[Order] {
-	return saga.Definition[Order]{Name: "OrderSaga", Steps: []saga.Step[Order]{
-		{Name: "order", Compensate: func(ctx context.Context, x *saga.Exec[Order]) error {
-			return bus.Send(ctx, b, FailOrder{x.Data.OrderID}, x.AwaitReply()...)
-		}},
-		{Name: "reserve",
-			Action: func(ctx context.Context, x *saga.Exec[Order]) error {
-				return bus.Send(ctx, b, ReserveInventory{x.Data.OrderID, x.Data.SKU, x.Data.Qty}, x.AwaitReply()...)
-			},
-			Compensate: func(ctx context.Context, x *saga.Exec[Order]) error {
-				return bus.Send(ctx, b, ReleaseInventory{x.Data.OrderID}, x.AwaitReply()...)
-			}},
-		{Name: "charge",
-			Action: func(ctx context.Context, x *saga.Exec[Order]) error {
-				return bus.Send(ctx, b, ChargePayment{x.Data.OrderID, x.Data.Amount}, x.AwaitReply()...)
-			},
-			Compensate: func(ctx context.Context, x *saga.Exec[Order]) error {
-				return bus.Send(ctx, b, RefundPayment{x.Data.OrderID}, x.AwaitReply()...)
-			}},
-		{Name: "confirm", Action: func(ctx context.Context, x *saga.Exec[Order]) error {
-			return bus.Send(ctx, b, ConfirmOrder{x.Data.OrderID}, x.AwaitReply()...)
-		}},
-	}}
-}
 
 // ledger records the effects that the services apply, in a SQLite table
 // (so that a process killed mid-saga and its successor share it), once
@@ -115,47 +64,6 @@ func (l *ledger) effects(ctx context.Context) ([]string, error) {
 		out = append(out, e)
 	}
 	return out, rows.Err()
-}
-
-// services registers the three services of the OrderSaga, each a Bus of
-// its own (so a subscriber of its own) on c: inventory, payment (which
-// declines amounts over 100 with a permanent error) and orders.
-func services(c *polybus.Client, prefix string, l *ledger) ([]*bus.Bus, error) {
-	inv, err := bus.New(c, bus.Options{Service: "inventory", Prefix: prefix})
-	if err != nil {
-		return nil, err
-	}
-	pay, _ := bus.New(c, bus.Options{Service: "payment", Prefix: prefix})
-	ord, _ := bus.New(c, bus.Options{Service: "orders", Prefix: prefix})
-	errs := []error{
-		bus.HandleCommand(inv, func(ctx context.Context, c ReserveInventory) error {
-			return l.apply(ctx, fmt.Sprintf("reserve %s %dx%s", c.OrderID, c.Qty, c.SKU))
-		}),
-		bus.HandleCommand(inv, func(ctx context.Context, c ReleaseInventory) error {
-			return l.apply(ctx, "release "+c.OrderID)
-		}),
-		bus.HandleCommand(pay, func(ctx context.Context, c ChargePayment) error {
-			if c.Amount > 100 {
-				return message.PermanentError(fmt.Errorf("card declined for %d", c.Amount))
-			}
-			return l.apply(ctx, fmt.Sprintf("charge %s %d", c.OrderID, c.Amount))
-		}),
-		bus.HandleCommand(pay, func(ctx context.Context, c RefundPayment) error {
-			return l.apply(ctx, "refund "+c.OrderID)
-		}),
-		bus.HandleCommand(ord, func(ctx context.Context, c ConfirmOrder) error {
-			return l.apply(ctx, "confirm "+c.OrderID)
-		}),
-		bus.HandleCommand(ord, func(ctx context.Context, c FailOrder) error {
-			return l.apply(ctx, "fail "+c.OrderID)
-		}),
-	}
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	return []*bus.Bus{inv, pay, ord}, nil
 }
 
 // sqliteDSN is the DSN of a SQLite file opened as package sqlstore
@@ -257,7 +165,7 @@ func closeBus(t testing.TB, b *bus.Bus) {
 // startServices starts the OrderSaga's services.
 func (w *world) startServices() {
 	w.t.Helper()
-	bs, err := services(w.c, w.prefix, w.ledger)
+	bs, err := services(w.c, w.prefix, w.ledger.apply)
 	if err != nil {
 		w.t.Fatal(err)
 	}
