@@ -17,6 +17,7 @@ import (
 type OrderPlaced struct {
 	OrderID string
 	Amount  int
+	SKU     string
 }
 
 func (o OrderPlaced) MessageKey() string { return o.OrderID }
