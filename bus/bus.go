@@ -224,6 +224,9 @@ func (b *Bus) Start(ctx context.Context) error {
 		for _, r := range handlers {
 			if r.kind == KindCommand {
 				if err := b.opts.Registry.Register(ctx, r.typ, b.opts.Service); err != nil {
+					b.mu.Lock()
+					b.started = false // nothing runs yet: Start may be called again
+					b.mu.Unlock()
 					return err
 				}
 			}

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -84,7 +85,7 @@ func Ask[Q, R any](ctx context.Context, b *Bus, query Q, opts ...PublishOption) 
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	}
-	m, err := b.encode(ctx, op, KindQuery, typ, query, append(opts, WithReplyTo(b.ReplyTopic())))
+	m, err := b.encode(ctx, op, KindQuery, typ, query, append(slices.Clone(opts), WithReplyTo(b.ReplyTopic())))
 	if err != nil {
 		return zero, err
 	}
