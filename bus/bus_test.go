@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -201,6 +202,21 @@ func TestQuery(t *testing.T) {
 		if took := time.Since(start); took < 300*time.Millisecond || took > 5*time.Second {
 			t.Errorf("timed out after %s, want about 300ms", took)
 		}
+		// Twenty more unanswered queries at once leave nothing behind:
+		// no goroutine per call outlives its Ask.
+		before := runtime.NumGoroutine()
+		var tw sync.WaitGroup
+		for i := range 20 {
+			tw.Add(1)
+			go func() {
+				defer tw.Done()
+				if _, err := bus.Ask[Unanswered, Total](ctx, quick, Unanswered{i}); !errors.Is(err, message.ErrUnavailable) {
+					t.Errorf("unanswered query %d: %v", i, err)
+				}
+			}()
+		}
+		tw.Wait()
+		pbtest.WaitFor(t, "the goroutines of 20 timed-out Asks to end", func() bool { return runtime.NumGoroutine() <= before })
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
 		if _, err := bus.Ask[Unanswered, Total](cctx, quick, Unanswered{2}); !errors.Is(err, context.Canceled) {
