@@ -122,9 +122,9 @@ func CorrelationID(ctx context.Context) string {
 	return info.CorrelationID
 }
 
-// decoder returns a handler that checks a received message's type and
-// decodes it into a T for h. A message of another type or one that does
-// not decode is permanent (a poison message: retrying cannot help).
+// decode checks a received message's type and decodes it into a T. A
+// message of another type, or one that does not decode, is permanent (a
+// poison message: retrying cannot help).
 func decode[T any](b *Bus, op, typ string, m *message.Message) (T, error) {
 	var v T
 	if got := m.Metadata.Get(KeyType); got != typ {
