@@ -278,3 +278,26 @@ func TestPostgresStore(t *testing.T) {
 		t.Errorf("List: %v, %v", list, err)
 	}
 }
+
+// TestCompensationTimeout: a compensation whose command nobody answers
+// times out, and the saga is stuck with both errors.
+func TestCompensationTimeout(t *testing.T) {
+	w := newWorld(t, "mem://", "", "", "")
+	type NobodyUndoes struct{}
+	var r recorder
+	def := saga.Definition[int]{Name: "undo-timeout", Steps: []saga.Step[int]{
+		{Name: "a", Timeout: 200 * time.Millisecond,
+			Action: func(context.Context, *saga.Exec[int]) error { return nil },
+			Compensate: func(ctx context.Context, x *saga.Exec[int]) error {
+				return bus.Send(ctx, w.orch, NobodyUndoes{}, x.AwaitReply()...)
+			}},
+		localStep(&r, "b", message.PermanentError(errors.New("b refused"))),
+	}}
+	st := w.runLocal(def, "s1")
+	if got, want := outcomes(st), "stuck a:done/timed-out b:failed/skipped"; got != want {
+		t.Errorf("%s, want %s", got, want)
+	}
+	if !strings.Contains(st.Error, "compensating step a: timed-out: no reply within 200ms") {
+		t.Errorf("error %q", st.Error)
+	}
+}
