@@ -90,7 +90,7 @@ func HandleCommand[C any](b *Bus, h func(ctx context.Context, command C) error) 
 		h: func(ctx context.Context, m *message.Message) error {
 			cmd, err := decode[C](b, op, typ, m)
 			if err == nil {
-				err = h(withMessage(ctx, m), cmd)
+				err = h(ContextWithMessage(ctx, m), cmd)
 			}
 			if err != nil && !message.IsPermanent(err) {
 				return err
@@ -122,7 +122,7 @@ func (b *Bus) reply(ctx context.Context, req *message.Message, payload []byte, h
 		}
 		r.Metadata[KeyErrorCode] = strconv.Itoa(int(code))
 	}
-	Stamp(withMessage(ctx, req), r)
+	Stamp(ContextWithMessage(ctx, req), r)
 	return b.pub.Publish(ctx, req.Metadata.Get(KeyReplyTo), r)
 }
 

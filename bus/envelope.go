@@ -53,7 +53,11 @@ func MessageFrom(ctx context.Context) (*message.Message, bool) {
 	return m, ok
 }
 
-func withMessage(ctx context.Context, m *message.Message) context.Context {
+// ContextWithMessage returns ctx carrying m as the message being handled
+// (MessageFrom), so that what is published with ctx continues m's
+// causation chain (Stamp). The bus's handlers get it already; call it in
+// handlers of your own subscriptions (package saga does).
+func ContextWithMessage(ctx context.Context, m *message.Message) context.Context {
 	return context.WithValue(ctx, messageKey{}, m)
 }
 

@@ -57,6 +57,6 @@ func Subscribe[E any](b *Bus, group string, h func(ctx context.Context, event E)
 			if err != nil {
 				return err
 			}
-			return h(withMessage(ctx, m), ev)
+			return h(ContextWithMessage(ctx, m), ev)
 		}})
 }

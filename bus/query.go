@@ -39,7 +39,7 @@ func HandleQuery[Q, R any](b *Bus, h func(ctx context.Context, query Q) (R, erro
 			q, err := decode[Q](b, op, typ, m)
 			if err == nil {
 				var r R
-				if r, err = h(withMessage(ctx, m), q); err == nil {
+				if r, err = h(ContextWithMessage(ctx, m), q); err == nil {
 					payload, err = b.opts.Codec.Marshal(r)
 				}
 			}

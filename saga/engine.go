@@ -22,6 +22,7 @@ const storeRetry = 200 * time.Millisecond
 // command's reply or a timeout. It loads the saga, applies the message
 // and runs the saga on as far as it can go without waiting.
 func (s *Saga[D]) handle(ctx context.Context, m *message.Message) error {
+	ctx = bus.ContextWithMessage(ctx, m) // commands sent here continue m's causation chain
 	st, err := s.cfg.Store.Load(ctx, m.Key)
 	if errors.Is(err, message.ErrNotFound) {
 		s.log.Warn("polybus: saga: message for an unknown saga", "saga", s.def.Name, "id", m.Key, "message", m.ID)
