@@ -33,6 +33,8 @@ import (
 type ledger struct {
 	db         *sql.DB
 	deliveries atomic.Int64
+	mu         sync.Mutex
+	flows      map[string]string // command ID → its correlation ID and causation chain length
 }
 
 func newLedger(ctx context.Context, db *sql.DB) (*ledger, error) {
@@ -44,8 +46,22 @@ func newLedger(ctx context.Context, db *sql.DB) (*ledger, error) {
 func (l *ledger) apply(ctx context.Context, effect string) error {
 	l.deliveries.Add(1)
 	m, _ := bus.MessageFrom(ctx)
+	l.mu.Lock()
+	if l.flows == nil {
+		l.flows = map[string]string{}
+	}
+	l.flows[m.ID] = fmt.Sprintf("%s/%d", bus.CorrelationID(ctx), len(bus.CausationChain(m)))
+	l.mu.Unlock()
 	_, err := l.db.ExecContext(ctx, "INSERT INTO effects (key, effect) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", m.ID, effect)
 	return err
+}
+
+// flow returns the correlation ID and causation chain length of the
+// command with ID id.
+func (l *ledger) flow(id string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.flows[id]
 }
 
 // effects returns the effects applied, in order.

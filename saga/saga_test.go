@@ -50,6 +50,14 @@ func TestOrderSaga(t *testing.T) {
 				t.Errorf("ord-1 %s ran %d times", step.Name, step.Action.Runs)
 			}
 		}
+		// The saga's commands are one flow: the saga ID is their
+		// correlation ID, and each one's causation chain is longer than
+		// the last (start, then each reply).
+		for i, step := range []string{"reserve", "charge", "confirm"} {
+			if got, want := w.ledger.flow("ord-1/"+step+"/action"), fmt.Sprintf("ord-1/%d", 2*i+1); got != want {
+				t.Errorf("%s command: correlation/chain %q, want %q", step, got, want)
+			}
+		}
 		if err := s.Start(ctx, "ord-2", Order{OrderID: "ord-2", SKU: "sku-9", Qty: 1, Amount: 500}); err != nil {
 			t.Fatal(err)
 		}
