@@ -109,6 +109,9 @@ func (b *Bus) reply(ctx context.Context, req *message.Message, payload []byte, h
 		KeyKind: KindReply, KeyType: req.Metadata.Get(KeyType), KeyReplyFor: req.ID, KeyOutcome: "ok",
 		KeyContentType: b.ctype,
 	}}
+	if b.ctype == "" {
+		delete(r.Metadata, KeyContentType)
+	}
 	if herr != nil {
 		r.Metadata[KeyOutcome] = "error"
 		r.Metadata[KeyError] = herr.Error()

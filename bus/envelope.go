@@ -80,6 +80,9 @@ func (b *Bus) encode(ctx context.Context, op, kind, typ string, v any, opts []Pu
 	if m.ID == "" {
 		m.ID = message.NewID()
 	}
+	if b.ctype == "" {
+		delete(m.Metadata, KeyContentType)
+	}
 	Stamp(ctx, m)
 	return m, nil
 }

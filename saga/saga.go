@@ -266,7 +266,6 @@ func (s *Saga[D]) kick(ctx context.Context, id, msgID string) error {
 // then subscribes to the saga's topic and its timer topic. It returns nil
 // when ctx ends, or the first error of a subscription.
 func (s *Saga[D]) Run(ctx context.Context) error {
-	const op = "saga: run"
 	for _, status := range []Status{Running, Compensating} {
 		sts, err := s.cfg.Store.List(ctx, Filter{Name: s.def.Name, Status: status})
 		if err != nil {
@@ -274,7 +273,7 @@ func (s *Saga[D]) Run(ctx context.Context) error {
 		}
 		for _, st := range sts {
 			if err := s.kick(ctx, st.ID, message.NewID()); err != nil {
-				return message.Wrap(message.CodeOf(err), op, err)
+				return err
 			}
 		}
 	}
