@@ -27,27 +27,33 @@ type eventsFlags struct {
 	json   bool
 }
 
-// eventsDB opens --db: sqlite:PATH (default sqlite:./.polybus/events.db) or
-// a postgres:// URL, and the event store on it.
-func (a *app) eventsDB(ctx context.Context, f *eventsFlags, fn func(*sql.DB, *sqlstore.Driver, *eventstore.Store) error) error {
-	dsn := f.db
+// openSQL opens a --db value: sqlite:PATH (default sqlite:DEFAULT) or a
+// postgres:// URL, and says which dialect it speaks.
+func openSQL(dsn, def string) (*sql.DB, sqlstore.Dialect, error) {
 	if dsn == "" {
-		dsn = "sqlite:./.polybus/events.db"
+		dsn = "sqlite:" + def
 	}
 	driver, dialect := "sqlite", sqlstore.SQLite
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
 		path := strings.TrimPrefix(dsn, "sqlite:")
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return err
+			return nil, 0, err
 		}
 		dsn = "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate"
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		driver, dialect = "pgx", sqlstore.Postgres
 	default:
-		return usagef("--db %q: want sqlite:PATH or postgres://...", dsn)
+		return nil, 0, usagef("--db %q: want sqlite:PATH or postgres://...", dsn)
 	}
 	db, err := sql.Open(driver, dsn)
+	return db, dialect, err
+}
+
+// eventsDB opens --db (see openSQL; default sqlite:./.polybus/events.db)
+// and the event store on it.
+func (a *app) eventsDB(ctx context.Context, f *eventsFlags, fn func(*sql.DB, *sqlstore.Driver, *eventstore.Store) error) error {
+	db, dialect, err := openSQL(f.db, "./.polybus/events.db")
 	if err != nil {
 		return err
 	}

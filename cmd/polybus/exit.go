@@ -31,7 +31,8 @@ const exitCodesHelp = `Exit status:
        the connection failed
   4    dlq depth: the depth is above --threshold
   5    not found: the topic does not exist (where the broker can tell),
-       or dlq show found no dead letter with that ID
+       or dlq show found no dead letter with that ID, or saga show no
+       saga with that ID
   130  interrupted by SIGINT or SIGTERM`
 
 // usageError is a mistake on the command line: exit code 2, and a hint to
