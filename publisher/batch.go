@@ -30,12 +30,12 @@ type batch struct {
 	funcs      []func()    // AfterFunc callbacks not yet run
 }
 
-// batches recycles batches that no one watched (see free).
-var batches = sync.Pool{New: func() any { return new(batch) }}
+// batchPool recycles batches that no one watched (see free).
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
 
 // newBatch returns a batch whose deadline is timeout after now.
 func newBatch(parent context.Context, now time.Time, timeout time.Duration) *batch {
-	b := batches.Get().(*batch)
+	b := batchPool.Get().(*batch)
 	b.parent, b.deadline = parent, now.Add(timeout)
 	return b
 }
@@ -50,7 +50,7 @@ func (b *batch) free() {
 	b.mu.Unlock()
 	if !watched {
 		*b = batch{}
-		batches.Put(b)
+		batchPool.Put(b)
 	}
 }
 

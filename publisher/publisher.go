@@ -72,12 +72,12 @@ type call struct {
 	done    chan error
 }
 
-// calls recycles calls (and their done channels), so that a Publish
+// callPool recycles calls (and their done channels), so that a Publish
 // allocates neither.
-var calls = sync.Pool{New: func() any { return &call{done: make(chan error, 1)} }}
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan error, 1)} }}
 
 func newCall(msgs []*message.Message) *call {
-	c := calls.Get().(*call)
+	c := callPool.Get().(*call)
 	c.msgs = msgs
 	return c
 }
@@ -89,7 +89,7 @@ func newCall(msgs []*message.Message) *call {
 // garbage collector.
 func (c *call) free() {
 	*c = call{done: c.done}
-	calls.Put(c)
+	callPool.Put(c)
 }
 
 // maxIdleQueues is how many topics keep their queue while nothing is sent

@@ -400,8 +400,10 @@ func TestHandlerPanicNacksAndSubscriberGoesOn(t *testing.T) {
 	pbtest.WaitFor(t, "redelivery after panic", func() bool { return calls.Load() == 2 })
 }
 
-func TestBoundedRetention(t *testing.T) {
-	ctx := context.Background()
+// failingBroker returns a broker that keeps at most 10 messages per topic
+// and fails a publish that finds no room, and a client of it.
+func failingBroker(t *testing.T) (*memory.Broker, *polybus.Client) {
+	t.Helper()
 	b, err := memory.New(memory.Options{MaxMessages: 10, Full: memory.Fail})
 	if err != nil {
 		t.Fatal(err)
@@ -410,7 +412,13 @@ func TestBoundedRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close(ctx)
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return b, c
+}
+
+func TestBoundedRetention(t *testing.T) {
+	ctx := context.Background()
+	b, c := failingBroker(t)
 	// With no group, the oldest messages are trimmed: never full.
 	for i := range 25 {
 		publish(t, c, "free", message.New([]byte(fmt.Sprint(i))))
@@ -447,15 +455,7 @@ func TestBoundedRetention(t *testing.T) {
 // low-water mark no longer lets them go. It reads exactly those, in order.
 func TestRetentionHoldsForANewGroup(t *testing.T) {
 	ctx := context.Background()
-	b, err := memory.New(memory.Options{MaxMessages: 10, Full: memory.Fail})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := b.Client(polybus.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
+	b, c := failingBroker(t)
 	fast, err := b.SubscriberDriver().Open(ctx, "t", subscriber.OpenConfig{Group: "fast"})
 	if err != nil {
 		t.Fatal(err)
