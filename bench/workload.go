@@ -121,6 +121,13 @@ func (w Workload) withDefaults() (Workload, error) {
 	return w, nil
 }
 
+// Validate checks w as Run does: an InvalidArgument error for a bad
+// field.
+func (w Workload) Validate() error {
+	_, err := w.withDefaults()
+	return err
+}
+
 // has reports whether w runs phase p.
 func (w Workload) has(p Phase) bool {
 	for _, q := range w.Phases {
