@@ -270,3 +270,54 @@ func ratio(r float64) string {
 	}
 	return fmt.Sprintf("%.2fx", r)
 }
+
+// MemoryTrend summarises a phase's memory samples: the medians of the
+// first and of the last quarter of the samples, and the largest, for the
+// heap and the resident set. ok is false with fewer than 8 samples.
+type MemoryTrend struct {
+	HeapFirst, HeapLast, HeapMax uint64
+	RSSFirst, RSSLast, RSSMax    uint64
+}
+
+// Trend returns the memory trend of res.
+func (res Result) Trend() (t MemoryTrend, ok bool) {
+	s := res.Memory
+	if len(s) < 8 {
+		return t, false
+	}
+	q := len(s) / 4
+	med := func(part []MemSample, f func(MemSample) uint64) uint64 {
+		v := make([]float64, len(part))
+		for i, m := range part {
+			v[i] = float64(f(m))
+		}
+		return uint64(statOf(v).Median)
+	}
+	heap := func(m MemSample) uint64 { return m.HeapBytes }
+	rssOf := func(m MemSample) uint64 { return m.RSSBytes }
+	t.HeapFirst, t.HeapLast = med(s[:q], heap), med(s[len(s)-q:], heap)
+	t.RSSFirst, t.RSSLast = med(s[:q], rssOf), med(s[len(s)-q:], rssOf)
+	for _, m := range s {
+		t.HeapMax, t.RSSMax = max(t.HeapMax, m.HeapBytes), max(t.RSSMax, m.RSSBytes)
+	}
+	return t, true
+}
+
+// WriteMemory writes one line per result with enough samples: its heap
+// and resident set in the first and last quarter of the phase, and their
+// peaks.
+func (r *Report) WriteMemory(w io.Writer) error {
+	mb := func(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
+	for _, res := range r.Results {
+		t, ok := res.Trend()
+		if !ok {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "memory %s %s (%d samples over %.0fs): heap %s (first quarter) -> %s (last quarter), peak %s; RSS %s -> %s, peak %s\n",
+			res.Target, res.Phase, len(res.Memory), res.Memory[len(res.Memory)-1].Seconds,
+			mb(t.HeapFirst), mb(t.HeapLast), mb(t.HeapMax), mb(t.RSSFirst), mb(t.RSSLast), mb(t.RSSMax)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

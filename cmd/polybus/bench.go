@@ -24,6 +24,7 @@ type benchFlags struct {
 	unordered bool
 	jsonFile  string
 	htmlFile  string
+	memory    bool
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -76,6 +77,7 @@ unreachable broker fails within --connect-timeout (exit 3).`,
 	fl.BoolVar(&f.chain, "chain", false, "wrap the handler in middleware.DefaultChain")
 	fl.BoolVar(&f.unordered, "unordered", false, "turn per-key order off in the subscriber")
 	fl.DurationVar(&f.w.Timeout, "phase-timeout", 10*time.Minute, "longest time a phase may take")
+	fl.BoolVar(&f.memory, "memory", false, "after the table, print each phase's heap and RSS trend (first and last quarter, peak)")
 	fl.StringVar(&f.jsonFile, "json", "", "write the report as JSON to FILE")
 	fl.StringVar(&f.htmlFile, "html", "", "write the report as a self-contained HTML page to FILE")
 	return cmd
@@ -136,6 +138,11 @@ rounds:
 	if len(rep.Results) > 0 {
 		if err := rep.WriteTable(out); err != nil {
 			return err
+		}
+		if f.memory {
+			if err := rep.WriteMemory(out); err != nil {
+				return err
+			}
 		}
 	}
 	for _, w := range []struct {
