@@ -39,10 +39,11 @@ phases:
 
   publish  send N messages as fast as the broker confirms them
   consume  fresh consumers drain them (first to last delivery)
-  steady   end to end at a fixed open-loop rate (--rate; default half of
-           the slower of the two phases above), latency from each
-           message's due time to its handler, so a publisher that falls
-           behind shows as latency (no coordinated omission)
+  steady   end to end at a fixed open-loop rate (--rate; default
+           0.5/(1/publish + 1/consume): half of what the two phases
+           above would sustain together), latency from each message's
+           due time to its handler, so a publisher that falls behind
+           shows as latency (no coordinated omission)
 
 Each phase reports messages/s, MB/s, latency percentiles (p50, p90, p99,
 p99.9; HDR histogram), this process's CPU time and heap allocations per
@@ -70,7 +71,7 @@ unreachable broker fails within --connect-timeout (exit 3).`,
 	fl.IntVar(&f.w.Consumers, "consumers", 1, "C: consumers in the group")
 	fl.IntVar(&f.w.Keys, "keys", 64, "K: keys (0: keyless messages)")
 	fl.IntVar(&f.w.Batch, "batch", 1, "messages per publish call in the publish phase")
-	fl.Float64Var(&f.w.Rate, "rate", 0, "steady phase rate, messages/s (default half the slower of publish and consume)")
+	fl.Float64Var(&f.w.Rate, "rate", 0, "steady phase rate, messages/s (default 0.5/(1/publish + 1/consume) of the phases above)")
 	fl.IntVar(&f.w.SteadyMessages, "steady-messages", 0, "messages of the steady phase (default N)")
 	fl.StringSliceVar(&f.phases, "phases", []string{"publish", "consume", "steady"}, "phases to run")
 	fl.IntVar(&f.rounds, "rounds", 1, "repeat every URL this many times, interleaved")
