@@ -19,7 +19,7 @@ import (
 // Metadata keys that the buses set, under message.MetadataPrefix.
 const (
 	// KeyType is the message's type name (TypeName).
-	KeyType = message.MetadataPrefix + "type"
+	KeyType = message.KeyType
 	// KeyKind is "event", "command", "query" or "reply".
 	KeyKind = message.MetadataPrefix + "kind"
 	// KeyContentType is the codec's content type.
