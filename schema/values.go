@@ -172,4 +172,3 @@ func matches(pat, name string) bool {
 	re, _ := v.(*regexp.Regexp)
 	return re != nil && re.MatchString(name)
 }
-
