@@ -112,8 +112,9 @@ type Problem struct {
 	Rule string
 	// Detail says what, in words.
 	Detail string
-	// Contract names the contract file, for a contract problem.
-	Contract string
+	// Contract names the contract file (relative to the registry
+	// directory) and Consumer its consumer, for a contract problem.
+	Contract, Consumer string
 }
 
 // String is one line: subject, versions, half, path, rule and detail.
@@ -122,7 +123,7 @@ func (p Problem) String() string {
 	b.WriteString(p.Subject)
 	switch {
 	case p.Contract != "":
-		fmt.Fprintf(&b, " v%d contract %s", p.New, p.Contract)
+		fmt.Fprintf(&b, " v%d contract of %s", p.New, p.Consumer)
 	case p.Old != 0 || p.New != 0:
 		fmt.Fprintf(&b, " v%d -> v%d %s (breaks %s)", p.Old, p.New, p.Direction, p.Direction.Breaks())
 	default:

@@ -101,7 +101,7 @@ func (c *Contract) Check(s *Schema) []Problem {
 	var out []Problem
 	for _, f := range c.Fields {
 		if p, ok := c.checkField(s, f); !ok {
-			p.Subject, p.New, p.Contract = s.Type, s.Version, c.File
+			p.Subject, p.New, p.Contract, p.Consumer = s.Type, s.Version, c.File, c.Consumer
 			out = append(out, p)
 		}
 	}

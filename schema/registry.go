@@ -301,7 +301,7 @@ func (r *Registry) Check() []Problem {
 	for _, c := range r.Contracts() {
 		s, ok := r.Latest(c.Type)
 		if !ok {
-			out = append(out, Problem{Subject: c.Type, Contract: c.File, Path: "#", Rule: "contract-type-unknown",
+			out = append(out, Problem{Subject: c.Type, Contract: c.File, Consumer: c.Consumer, Path: "#", Rule: "contract-type-unknown",
 				Detail: fmt.Sprintf("consumer %s reads %s, which has no schema", c.Consumer, c.Type)})
 			continue
 		}
