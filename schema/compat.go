@@ -251,8 +251,15 @@ func (c *checker) check(r, w any, path string) {
 	// Unions: every branch the writer may take must be read by one of the
 	// reader's branches.
 	if branches := union(wm); branches != nil {
-		for _, b := range branches {
-			c.check(rm, normalize(c.wRoot, merged(wm, b, c.wRoot)), path)
+		for i, b := range branches {
+			sub := &checker{dir: c.dir, rRoot: c.rRoot, wRoot: c.wRoot, active: c.active}
+			sub.check(rm, normalize(c.wRoot, merged(wm, b, c.wRoot)), path)
+			if len(sub.out) > 0 && sub.out[0].Path == path {
+				// The branch as a whole is not read: name the union.
+				c.report(path, "union-narrowed", "union-extended", "branch %d of the %s schema's anyOf/oneOf is not read: %s", i, second(c.sides()), sub.out[0].Detail)
+				continue
+			}
+			c.out = append(c.out, sub.out...)
 		}
 		return
 	}
@@ -311,7 +318,8 @@ func (c *checker) check(r, w any, path string) {
 	}
 }
 
-func first(a, _ string) string { return a }
+func first(a, _ string) string  { return a }
+func second(_, b string) string { return b }
 
 // values checks const and enum.
 func (c *checker) values(rm, wm map[string]any, path string) {
@@ -424,6 +432,12 @@ func (c *checker) items(rm, wm map[string]any, path string) {
 		if i < len(wp) {
 			w = wp[i]
 		}
+		if r == false && w != false {
+			// A closed tuple (items: false) on the reader's side only.
+			c.report(p, "item-removed-from-closed-model", "item-added-to-closed-model",
+				"the %s schema's tuple has no position %d (items: false)", first(c.sides()), i)
+			continue
+		}
 		c.check(r, w, p)
 	}
 	if _, ok := rm["items"]; ok {
@@ -460,11 +474,11 @@ func (c *checker) object(rm, wm map[string]any, path string) {
 		// content model decides.
 		r, model := c.additional(rm, c.rRoot, name)
 		switch model {
-		case open:
-		case closed:
+		case modelOpen:
+		case modelClosed:
 			c.report(p, "property-removed-from-closed-model", "property-added-to-closed-model",
 				"%q is not in the %s schema, whose content model is closed (additionalProperties: false)", name, rd)
-		case partial:
+		case modelPartial:
 			if !c.covers(r, wProps[name], p) {
 				c.report(p, "property-removed-not-covered", "property-added-not-covered",
 					"%q is not in the %s schema, and its additionalProperties/patternProperties do not read the %s's %q", name, rd, wr, name)
@@ -480,13 +494,13 @@ func (c *checker) object(rm, wm map[string]any, path string) {
 		// what its content model allows.
 		w, model := c.additional(wm, c.wRoot, name)
 		switch model {
-		case closed:
-		case open:
+		case modelClosed:
+		case modelOpen:
 			if !c.covers(rProps[name], true, p) {
 				c.report(p, "property-added-to-open-model", "property-removed-from-open-model",
 					"%q is not in the %s schema, whose content model is open: its data may hold any %q", name, wr, name)
 			}
-		case partial:
+		case modelPartial:
 			if !c.covers(rProps[name], w, p) {
 				c.report(p, "property-added-not-covered", "property-removed-not-covered",
 					"%q is not in the %s schema, and what its additionalProperties/patternProperties allow there the %s does not read", name, wr, rd)
@@ -514,9 +528,9 @@ func (c *checker) object(rm, wm map[string]any, path string) {
 type contentModel int
 
 const (
-	open contentModel = iota
-	closed
-	partial
+	modelOpen contentModel = iota
+	modelClosed
+	modelPartial
 )
 
 // additional returns the schema that m applies to a property name it
@@ -525,21 +539,21 @@ func (c *checker) additional(m map[string]any, root any, name string) (any, cont
 	if pp, ok := m["patternProperties"].(map[string]any); ok {
 		for _, pat := range sortedKeys(pp) {
 			if matches(pat, name) {
-				return pp[pat], partial
+				return pp[pat], modelPartial
 			}
 		}
 	}
 	a, ok := m["additionalProperties"]
 	switch {
 	case !ok || a == true:
-		return true, open
+		return true, modelOpen
 	case a == false:
-		return false, closed
+		return false, modelClosed
 	}
 	if s, ok := normalize(root, a).(map[string]any); ok && len(s) == 0 {
-		return true, open
+		return true, modelOpen
 	}
-	return a, partial
+	return a, modelPartial
 }
 
 // Kinds of JSON value, a bit each; number is integer plus the rest.
@@ -626,13 +640,13 @@ func normalize(root, s any) any {
 		}
 		if ref, ok := m["$ref"].(string); ok {
 			target := resolvePointer(root, ref)
-			if len(m) == 1 {
+			if !hasSiblings(m) {
 				s = target
 				continue
 			}
 			rest := make(map[string]any, len(m))
 			for k, v := range m {
-				if k != "$ref" {
+				if !annotation[k] {
 					rest[k] = v
 				}
 			}
@@ -654,6 +668,20 @@ func normalize(root, s any) any {
 		return m
 	}
 	return s
+}
+
+// annotation holds the keywords that do not constrain an instance where
+// they stand (beside a $ref).
+var annotation = map[string]bool{"$ref": true, "$defs": true, "definitions": true, "$schema": true, "$id": true,
+	"$comment": true, "title": true, "description": true, "examples": true}
+
+func hasSiblings(m map[string]any) bool {
+	for k := range m {
+		if !annotation[k] {
+			return true
+		}
+	}
+	return false
 }
 
 // mergeInto returns base with over's keywords applied: properties are

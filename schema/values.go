@@ -93,9 +93,6 @@ func boundOf(m map[string]any, kw, exclusive string, lower bool) (float64, bool,
 	case ok:
 		return v, false, true
 	}
-	if lower && (kw == "minLength" || kw == "minItems" || kw == "minProperties") {
-		return 0, false, true // the implicit lower bound
-	}
 	return 0, false, false
 }
 
