@@ -61,6 +61,7 @@
 //	multiple-of-added, multiple-of-removed, multiple-of-changed
 //	pattern-added, pattern-removed, pattern-changed
 //	unique-items-added, unique-items-removed
+//	item-added-to-closed-model, item-removed-from-closed-model  a tuple (prefixItems) with items: false
 //	union-narrowed, union-extended                anyOf/oneOf branches (oneOf read as anyOf)
 //	schema-false                                  the reader accepts nothing
 //	keyword-changed                               not, if/then/else, contains, format, ...: not reasoned about, reported when changed

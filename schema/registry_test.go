@@ -56,7 +56,7 @@ func TestLoadDir(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, file, content, want string
-		code                         message.Code
+		code                      message.Code
 	}{
 		{"bad file name", "A/version1.json", "{}", "want a version file named vN.json", message.InvalidArgument},
 		{"gap", "A/v2.json", "{}", "v1 is missing", message.InvalidArgument},
