@@ -219,9 +219,15 @@ func (c *checker) sides() (reader, writer string) {
 // covers reports whether reader accepts all that writer does, without
 // reporting.
 func (c *checker) covers(reader, writer any, path string) bool {
+	return len(c.trial(reader, writer, path)) == 0
+}
+
+// trial returns the problems of reader against writer without reporting
+// them.
+func (c *checker) trial(reader, writer any, path string) []Problem {
 	sub := &checker{dir: c.dir, rRoot: c.rRoot, wRoot: c.wRoot, active: c.active}
 	sub.check(reader, writer, path)
-	return len(sub.out) == 0
+	return sub.out
 }
 
 func (c *checker) check(r, w any, path string) {
@@ -252,14 +258,13 @@ func (c *checker) check(r, w any, path string) {
 	// reader's branches.
 	if branches := union(wm); branches != nil {
 		for i, b := range branches {
-			sub := &checker{dir: c.dir, rRoot: c.rRoot, wRoot: c.wRoot, active: c.active}
-			sub.check(rm, normalize(c.wRoot, merged(wm, b, c.wRoot)), path)
-			if len(sub.out) > 0 && sub.out[0].Path == path {
+			ps := c.trial(rm, normalize(c.wRoot, merged(wm, b, c.wRoot)), path)
+			if len(ps) > 0 && ps[0].Path == path {
 				// The branch as a whole is not read: name the union.
-				c.report(path, "union-narrowed", "union-extended", "branch %d of the %s schema's anyOf/oneOf is not read: %s", i, second(c.sides()), sub.out[0].Detail)
+				c.report(path, "union-narrowed", "union-extended", "branch %d of the %s schema's anyOf/oneOf is not read: %s", i, second(c.sides()), ps[0].Detail)
 				continue
 			}
-			c.out = append(c.out, sub.out...)
+			c.out = append(c.out, ps...)
 		}
 		return
 	}
