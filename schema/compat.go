@@ -194,7 +194,18 @@ type checker struct {
 	// current path: a $ref cycle meets a pair again and stops there (the
 	// pair is compatible unless something outside the cycle says not).
 	active map[[2]uintptr]bool
+	depth  int
 	out    []Problem
+}
+
+// maxDepth bounds the nesting the checker walks.
+const maxDepth = 256
+
+func mapPointer(s any) uintptr {
+	if m, ok := s.(map[string]any); ok && m != nil {
+		return reflect.ValueOf(m).Pointer()
+	}
+	return 0
 }
 
 // report adds a problem. newStricter is the rule's name when the new
@@ -225,14 +236,39 @@ func (c *checker) covers(reader, writer any, path string) bool {
 // trial returns the problems of reader against writer without reporting
 // them.
 func (c *checker) trial(reader, writer any, path string) []Problem {
-	sub := &checker{dir: c.dir, rRoot: c.rRoot, wRoot: c.wRoot, active: c.active}
+	sub := &checker{dir: c.dir, rRoot: c.rRoot, wRoot: c.wRoot, active: c.active, depth: c.depth}
 	sub.check(reader, writer, path)
 	return sub.out
 }
 
 func (c *checker) check(r, w any, path string) {
+	// The pair is keyed on the schemas as they stand in the documents,
+	// before normalize (which builds new maps for allOf and $ref
+	// siblings), so a cycle through them is met again.
+	key := [2]uintptr{mapPointer(r), mapPointer(w)}
+	if key[0] != 0 && key[1] != 0 {
+		if c.active[key] {
+			return
+		}
+		c.active[key] = true
+		defer delete(c.active, key)
+	}
+	if c.depth++; c.depth > maxDepth {
+		c.depth--
+		return // a cycle through freshly merged schemas: give up here
+	}
+	defer func() { c.depth-- }()
 	r = normalize(c.rRoot, r)
 	w = normalize(c.wRoot, w)
+	// And on what they resolve to, which is the documents' own map when
+	// a plain $ref was followed: a cycle is then met one step sooner.
+	if nkey := [2]uintptr{mapPointer(r), mapPointer(w)}; nkey != key && nkey[0] != 0 && nkey[1] != 0 {
+		if c.active[nkey] {
+			return
+		}
+		c.active[nkey] = true
+		defer delete(c.active, nkey)
+	}
 	if b, ok := w.(bool); ok && !b {
 		return // the writer writes nothing here
 	}
@@ -247,13 +283,6 @@ func (c *checker) check(r, w any, path string) {
 	if len(rm) == 0 {
 		return
 	}
-	key := [2]uintptr{reflect.ValueOf(rm).Pointer(), reflect.ValueOf(wm).Pointer()}
-	if wm != nil && c.active[key] {
-		return
-	}
-	c.active[key] = true
-	defer delete(c.active, key)
-
 	// Unions: every branch the writer may take must be read by one of the
 	// reader's branches.
 	if branches := union(wm); branches != nil {
@@ -637,7 +666,12 @@ func kindNames(k int) string {
 
 // normalize follows local $refs (with siblings applied over the target)
 // and merges allOf members into one object.
-func normalize(root, s any) any {
+func normalize(root, s any) any { return normalizeDepth(root, s, 0) }
+
+func normalizeDepth(root, s any, depth int) any {
+	if depth > 32 {
+		return true // a $ref/allOf loop with no structure in between
+	}
 	for range 32 {
 		m, ok := s.(map[string]any)
 		if !ok {
@@ -655,7 +689,7 @@ func normalize(root, s any) any {
 					rest[k] = v
 				}
 			}
-			s = mergeInto(normalize(root, target), rest)
+			s = mergeInto(normalizeDepth(root, target, depth+1), rest)
 			continue
 		}
 		if all, ok := m["allOf"].([]any); ok {
@@ -666,7 +700,7 @@ func normalize(root, s any) any {
 				}
 			}
 			for _, member := range all {
-				out = mergeInto(normalize(root, member), out)
+				out = mergeInto(normalizeDepth(root, member, depth+1), out)
 			}
 			return out
 		}
