@@ -76,7 +76,8 @@
 //
 // Validation on publish is opt-in: publish through a [Publisher]
 // wrapped around a *publisher.Publisher; an invalid message fails the
-// call with message.ErrInvalidArgument and nothing is sent. On consume,
+// call with message.ErrInvalidArgument and nothing is sent; on the typed
+// buses, set bus.Options.Validate to [Registry.ValidateMessage]. On consume,
 // [ValidateMiddleware] turns an invalid message into a permanent error
 // carrying the reason, which middleware.DLQ dead-letters. [Upcasters]
 // hold chains v1 → v2 → v3 per type; [UpcastMiddleware] applies them on

@@ -16,6 +16,7 @@ import (
 
 	"github.com/polybus/polybus"
 	_ "github.com/polybus/polybus/adapters/memory"
+	"github.com/polybus/polybus/bus"
 	"github.com/polybus/polybus/eventstore"
 	"github.com/polybus/polybus/eventstore/sqlstore"
 	"github.com/polybus/polybus/internal/pbtest"
@@ -355,5 +356,30 @@ func BenchmarkUpcast(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestBusValidate: bus.Options.Validate with Registry.ValidateMessage
+// refuses a typed publish whose payload its version's schema rejects.
+func TestBusValidate(t *testing.T) {
+	ctx := context.Background()
+	c, err := polybus.Open(ctx, "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	b, err := bus.New(c, bus.Options{Validate: registry(t, 3).ValidateMessage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(ctx)
+	ev := OrderPlaced{ID: "o1", Amount: 5, Currency: "EUR"}
+	// No version: v1, which has total, not amount.
+	err = bus.Publish(ctx, b, ev)
+	if !errors.Is(err, message.ErrInvalidArgument) || !strings.Contains(err.Error(), "event OrderPlaced, nothing sent") || !strings.Contains(err.Error(), "missing property 'total'") {
+		t.Errorf("publish of an invalid v1: %v", err)
+	}
+	if err := bus.Publish(ctx, b, ev, bus.WithHeader(message.KeySchemaVersion, "3")); err != nil {
+		t.Errorf("publish of a valid v3: %v", err)
 	}
 }

@@ -24,14 +24,8 @@ import (
 func ValidateMiddleware(r *Registry) subscriber.Middleware {
 	return func(next subscriber.Handler) subscriber.Handler {
 		return func(ctx context.Context, m *message.Message) error {
-			s, ok, err := r.lookup(m.Metadata)
-			if err != nil {
+			if err := r.ValidateMessage(m); err != nil {
 				return message.PermanentError(err)
-			}
-			if ok {
-				if err := s.Validate(m.Payload); err != nil {
-					return message.PermanentError(err)
-				}
 			}
 			return next(ctx, m)
 		}
@@ -66,6 +60,18 @@ func UpcastMiddleware(u *Upcasters) subscriber.Middleware {
 	}
 }
 
+// ValidateMessage validates m's payload against the schema its metadata
+// names, as ValidateMiddleware does: nil for a message with no type or a
+// type r has no schema of. It fits bus.Options.Validate. Errors:
+// InvalidArgument with the reason.
+func (r *Registry) ValidateMessage(m *message.Message) error {
+	s, ok, err := r.lookup(m.Metadata)
+	if err != nil || !ok {
+		return err
+	}
+	return s.Validate(m.Payload)
+}
+
 // Publisher validates messages before handing them to another publisher
 // (a *publisher.Publisher, or anything with its Publish method): a call
 // with an invalid message sends nothing and fails with InvalidArgument.
@@ -90,11 +96,7 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 		if m == nil {
 			continue // next reports it
 		}
-		s, ok, err := p.reg.lookup(m.Metadata)
-		if err == nil && ok {
-			err = s.Validate(m.Payload)
-		}
-		if err != nil {
+		if err := p.reg.ValidateMessage(m); err != nil {
 			return message.Errorf(message.InvalidArgument, "schema: publish", "message %d (id %q) to %q, nothing sent: %w", i, m.ID, topic, err)
 		}
 	}
