@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -316,8 +317,17 @@ func TestOrderPlaced(t *testing.T) {
 	if ps := billing.Check(s2); len(ps) != 0 {
 		t.Errorf("v1 consumer against v2: %v", ps)
 	}
-	if err := s2.Validate([]byte(`{"id": "ord-1", "total": 42.5, "currency": "EUR"}`)); err != nil {
+	v2data := []byte(`{"id": "ord-1", "total": 42.5, "currency": "EUR"}`)
+	if err := s2.Validate(v2data); err != nil {
 		t.Error(err)
+	}
+	// The v1 consumer's own type decodes v2 data (a tolerant reader).
+	var v1consumer struct {
+		ID    string  `json:"id"`
+		Total float64 `json:"total"`
+	}
+	if err := json.Unmarshal(v2data, &v1consumer); err != nil || v1consumer.ID != "ord-1" || v1consumer.Total != 42.5 {
+		t.Errorf("v1 consumer decoding v2: %+v, %v", v1consumer, err)
 	}
 	_, err = r.Register("OrderPlaced", []byte(renamed))
 	ie, ok := err.(*IncompatibleError)
