@@ -92,6 +92,17 @@ func event(id string, version int, payload string) *message.Message {
 	return m
 }
 
+// openMem opens a fresh mem:// broker, closed when the test ends.
+func openMem(t *testing.T) *polybus.Client {
+	t.Helper()
+	c, err := polybus.Open(context.Background(), "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
 type collector struct {
 	mu   sync.Mutex
 	msgs map[string]*message.Message
@@ -129,11 +140,7 @@ func (c *collector) get(id string) *message.Message {
 // ones are dead-lettered with the reason.
 func TestConsume(t *testing.T) {
 	ctx := context.Background()
-	c, err := polybus.Open(ctx, "mem://")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
+	c := openMem(t)
 	dlq, err := middleware.DLQ(middleware.DLQConfig{Publisher: c.Publisher()})
 	if err != nil {
 		t.Fatal(err)
@@ -219,11 +226,7 @@ func TestPublisher(t *testing.T) {
 		t.Fatalf("valid publish: %v, %d calls", err, next.calls)
 	}
 	// On a real broker.
-	c, err := polybus.Open(ctx, "mem://")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
+	c := openMem(t)
 	p = schema.NewPublisher(c.Publisher(), registry(t, 2))
 	if err := p.Publish(ctx, "orders", event("x", 2, `{"id": 1, "total": 1}`)); !errors.Is(err, message.ErrInvalidArgument) {
 		t.Errorf("invalid publish on mem://: %v", err)
@@ -363,11 +366,7 @@ func BenchmarkUpcast(b *testing.B) {
 // refuses a typed publish whose payload its version's schema rejects.
 func TestBusValidate(t *testing.T) {
 	ctx := context.Background()
-	c, err := polybus.Open(ctx, "mem://")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
+	c := openMem(t)
 	b, err := bus.New(c, bus.Options{Validate: registry(t, 3).ValidateMessage})
 	if err != nil {
 		t.Fatal(err)
