@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/polybus/polybus/message"
 )
 
 // Progress is what Run reports while a phase runs, about ten times a
@@ -280,6 +282,12 @@ func (r *runner) warmUp(ctx context.Context, t *tracker) error {
 				msgs = append(msgs, Message{Key: r.key(uint64(k)), Payload: p})
 			}
 			if err := pub.Publish(ctx, msgs); err != nil {
+				if message.CodeOf(err) == message.NotFound && ctx.Err() == nil {
+					// The broker has no group for the topic yet (RabbitMQ
+					// refuses an unroutable publish): wait for the
+					// consumers to declare it, then try another round.
+					break
+				}
 				return err
 			}
 		}
