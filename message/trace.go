@@ -15,31 +15,44 @@ const (
 )
 
 // TraceID returns the trace ID (32 lower-case hex digits) of md's
-// KeyTraceParent, or "" when md has none or it is malformed (an all-zero
-// ID is malformed). It needs no tracing library: the CLI and Logging use it.
+// KeyTraceParent, or "" when md has none or it is malformed (as
+// OpenTelemetry's W3C propagator judges it: all-zero IDs, upper-case hex,
+// version ff, extra fields or unknown flags in version 00). It needs no
+// tracing library: the CLI and Logging use it.
 func TraceID(md Metadata) string {
 	tp := md[KeyTraceParent]
-	// version "-" trace-id "-" parent-id "-" flags; a future version may
-	// append fields, so only the prefix is checked.
+	// version "-" trace-id "-" parent-id "-" flags; a later version may
+	// append fields.
 	if len(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' || tp[:2] == "ff" {
 		return ""
 	}
-	id := tp[3:35]
+	if tp[:2] == "00" {
+		if len(tp) != 55 || tp[53] != '0' || tp[54] > '3' {
+			return ""
+		}
+	} else if len(tp) > 55 && tp[55] != '-' {
+		return ""
+	}
+	if !hexID(tp[0:2], false) || !hexID(tp[53:55], false) || !hexID(tp[36:52], true) || !hexID(tp[3:35], true) {
+		return ""
+	}
+	return tp[3:35]
+}
+
+// hexID reports whether s is lower-case hex, and not all zeros when
+// nonzero is set.
+func hexID(s string, nonzero bool) bool {
 	zero := true
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
 		case c == '0':
 		case '1' <= c && c <= '9', 'a' <= c && c <= 'f':
 			zero = false
 		default:
-			return ""
+			return false
 		}
 	}
-	if zero {
-		return ""
-	}
-	return id
+	return !(nonzero && zero)
 }
 
 // LogArgs returns the attributes that identify m on a log line, as

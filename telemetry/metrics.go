@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/polybus/polybus/message"
 )
@@ -29,6 +30,12 @@ const (
 	MetricEndToEnd      = "polybus.end_to_end.latency"
 	MetricConsumerLag   = "polybus.consumer.lag"
 	MetricDLQDepth      = "polybus.dlq.depth"
+)
+
+// The span kinds' options, made once.
+var (
+	consumerKind = trace.WithSpanKind(trace.SpanKindConsumer)
+	producerKind = trace.WithSpanKind(trace.SpanKindProducer)
 )
 
 type instruments struct {
@@ -84,6 +91,11 @@ type attrSet struct {
 	record []metric.RecordOption
 	// errs are add options with error.type, per code.
 	errs map[message.Code][]metric.AddOption
+
+	// processName and process (processRoot: for a message with no trace
+	// context) start a process span of the pair.
+	processName          string
+	process, processRoot []trace.SpanStartOption
 }
 
 func (t *Telemetry) attrSetFor(k attrKey) *attrSet {
@@ -107,6 +119,13 @@ func (t *Telemetry) attrSetFor(k attrKey) *attrSet {
 		add:    []metric.AddOption{metric.WithAttributeSet(set)},
 		record: []metric.RecordOption{metric.WithAttributeSet(set)},
 		errs:   map[message.Code][]metric.AddOption{},
+	}
+	if k.group != "" {
+		static := trace.WithAttributes(append(kvs,
+			semconv.MessagingOperationTypeProcess, semconv.MessagingOperationName("process"))...)
+		s.processName = "process " + k.topic
+		s.process = []trace.SpanStartOption{consumerKind, static}
+		s.processRoot = []trace.SpanStartOption{consumerKind, static, trace.WithNewRoot()}
 	}
 	t.attrs[k] = s
 	return s

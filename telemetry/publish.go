@@ -20,45 +20,10 @@ type publishHook struct{ t *Telemetry }
 
 func (h publishHook) StartPublish(ctx context.Context, topic string, msgs []*message.Message) func(error) {
 	t := h.t
-	attrs := make([]attribute.KeyValue, 0, 8)
-	attrs = append(attrs,
-		t.system,
-		semconv.MessagingDestinationName(topic),
-		semconv.MessagingOperationTypeSend,
-		semconv.MessagingOperationName("publish"),
-	)
-	if len(msgs) == 1 {
-		m := msgs[0]
-		attrs = append(attrs, semconv.MessagingMessageID(m.ID))
-		if m.Key != "" {
-			attrs = append(attrs, attribute.String(AttrKey, m.Key))
-		}
-		attrs = lineage(attrs, m.Metadata)
-	} else {
-		attrs = append(attrs, semconv.MessagingBatchMessageCount(len(msgs)))
+	span := trace.SpanFromContext(context.Background()) // no-op
+	if t.tracing {
+		ctx, span = t.startPublish(ctx, topic, msgs)
 	}
-	ctx, span := t.tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
-
-	// The propagator writes into a scratch carrier once; every message
-	// gets its keys (the same strings, no formatting per message).
-	scratch := make(carrier, 2)
-	t.prop.Inject(ctx, scratch)
-	for _, m := range msgs {
-		md := m.Metadata
-		if _, received := m.Delivery(); received || md == nil {
-			// A received message's metadata may be shared with the
-			// broker's copy and other deliveries: write to a copy.
-			md = make(message.Metadata, len(m.Metadata)+len(scratch))
-			for k, v := range m.Metadata {
-				md[k] = v
-			}
-			m.Metadata = md
-		}
-		for k, v := range scratch {
-			md[k] = v
-		}
-	}
-
 	set := t.publishAttrs(topic)
 	return func(err error) {
 		n := int64(len(msgs))
@@ -82,6 +47,53 @@ func (h publishHook) StartPublish(ctx context.Context, topic string, msgs []*mes
 		}
 		span.End()
 	}
+}
+
+// startPublish starts the publish span of a call and writes its context
+// into msgs' metadata.
+func (t *Telemetry) startPublish(ctx context.Context, topic string, msgs []*message.Message) (context.Context, trace.Span) {
+	attrs := make([]attribute.KeyValue, 0, 8)
+	attrs = append(attrs,
+		t.system,
+		semconv.MessagingDestinationName(topic),
+		semconv.MessagingOperationTypeSend,
+		semconv.MessagingOperationName("publish"),
+	)
+	if len(msgs) == 1 {
+		m := msgs[0]
+		attrs = append(attrs, semconv.MessagingMessageID(m.ID))
+		if m.Key != "" {
+			attrs = append(attrs, attribute.String(AttrKey, m.Key))
+		}
+		attrs = lineage(attrs, m.Metadata)
+	} else {
+		attrs = append(attrs, semconv.MessagingBatchMessageCount(len(msgs)))
+	}
+	ctx, span := t.tracer.Start(ctx, "publish "+topic, producerKind, trace.WithAttributes(attrs...))
+
+	// The propagator writes into a scratch carrier once; every message
+	// gets its keys (the same strings, no formatting per message).
+	scratch := make(carrier, 2)
+	t.prop.Inject(ctx, scratch)
+	if len(scratch) == 0 {
+		return ctx, span
+	}
+	for _, m := range msgs {
+		md := m.Metadata
+		if _, received := m.Delivery(); received || md == nil {
+			// A received message's metadata may be shared with the
+			// broker's copy and other deliveries: write to a copy.
+			md = make(message.Metadata, len(m.Metadata)+len(scratch))
+			for k, v := range m.Metadata {
+				md[k] = v
+			}
+			m.Metadata = md
+		}
+		for k, v := range scratch {
+			md[k] = v
+		}
+	}
+	return ctx, span
 }
 
 // lineage appends the correlation and causation IDs of md.

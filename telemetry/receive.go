@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -15,6 +16,8 @@ import (
 	"github.com/polybus/polybus/subscriber"
 )
 
+const outcomeDeduplicated = "deduplicated"
+
 // receiveHook is Telemetry's subscriber.Hook: one consumer span per batch
 // that a subscription received ("receive <topic>"), from the start of the
 // driver's Receive call to its return, linked to each message's producer
@@ -26,12 +29,15 @@ func (h receiveHook) Received(ctx context.Context, info *subscriber.Info, recs [
 	end := time.Now()
 	set := t.attrSetFor(attrKey{info.Topic, info.Group})
 	t.m.received.Add(ctx, int64(len(recs)), set.add...)
+	if !t.tracing {
+		return
+	}
 
 	links := make([]trace.Link, 0, len(recs))
 	var parent trace.SpanContext
 	oneTrace := true
 	for i, rec := range recs {
-		sc := trace.SpanContextFromContext(t.extract(context.Background(), rec.Msg))
+		sc := t.producer(rec.Msg)
 		if !sc.IsValid() {
 			oneTrace = false
 			continue
@@ -46,7 +52,7 @@ func (h receiveHook) Received(ctx context.Context, info *subscriber.Info, recs [
 	// A batch of one trace (one message, or one Publish call's) continues
 	// it; a batch that joins several traces starts its own, linked to each.
 	pctx := ctx
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(start), trace.WithLinks(links...)}
+	opts := []trace.SpanStartOption{consumerKind, trace.WithTimestamp(start), trace.WithLinks(links...)}
 	if oneTrace && parent.IsValid() {
 		pctx = trace.ContextWithRemoteSpanContext(ctx, parent)
 	} else {
@@ -68,12 +74,15 @@ func (h receiveHook) Received(ctx context.Context, info *subscriber.Info, recs [
 	span.End(trace.WithTimestamp(end))
 }
 
-// extract returns ctx carrying m's producer span context, if m has one.
-func (t *Telemetry) extract(ctx context.Context, m *message.Message) context.Context {
+// producer returns the span context of m's producer, if m carries one.
+func (t *Telemetry) producer(m *message.Message) trace.SpanContext {
 	if len(m.Metadata) == 0 {
-		return ctx
+		return trace.SpanContext{}
 	}
-	return t.prop.Extract(ctx, carrier(m.Metadata))
+	if t.w3c {
+		return parseTraceParent(m.Metadata[message.KeyTraceParent], m.Metadata[message.KeyTraceState])
+	}
+	return trace.SpanContextFromContext(t.prop.Extract(context.Background(), carrier(m.Metadata)))
 }
 
 // Middleware returns the handler middleware that makes a consumer span per
@@ -92,51 +101,16 @@ func (t *Telemetry) Middleware() subscriber.Middleware {
 			if !m.Time.IsZero() {
 				t.m.endToEnd.Record(ctx, start.Sub(m.Time).Seconds(), set.record...)
 			}
-
-			// The parent is the producer's span only: not a span that
-			// Subscribe's context may carry.
-			sc := trace.SpanContextFromContext(t.extract(context.Background(), m))
-			remote := sc.IsValid()
-			pctx := ctx
-			newRoot := trace.WithNewRoot()
-			if remote {
-				pctx, newRoot = trace.ContextWithRemoteSpanContext(ctx, sc), nil
-			}
-			var buf [12]attribute.KeyValue
-			attrs := append(buf[:0],
-				t.system,
-				semconv.MessagingDestinationName(d.Topic),
-				semconv.MessagingConsumerGroupName(d.Group),
-				semconv.MessagingOperationTypeProcess,
-				semconv.MessagingOperationName("process"),
-				semconv.MessagingMessageID(m.ID),
-				attribute.Int(AttrAttempt, d.Attempt),
-			)
-			if d.Partition >= 0 {
-				attrs = append(attrs, semconv.MessagingDestinationPartitionID(strconv.Itoa(d.Partition)))
-			}
-			if m.Key != "" {
-				attrs = append(attrs, attribute.String(AttrKey, m.Key))
-			}
-			attrs = lineage(attrs, m.Metadata)
-			startOpts := [4]trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(start), trace.WithAttributes(attrs...), newRoot}
-			n := 4
-			if newRoot == nil {
-				n = 3
-			}
-			ctx, span := t.tracer.Start(pctx, "process "+d.Topic, startOpts[:n]...)
-			if !remote && span.SpanContext().IsValid() {
-				// The span starts a trace: tell Logging its ID, which
-				// the message's metadata does not carry.
-				ctx = middleware.ContextWithTraceID(ctx, span.SpanContext().TraceID().String())
+			var span trace.Span
+			if t.tracing {
+				ctx, span = t.startProcess(ctx, m, set)
 			}
 			ctx, tr := middleware.Track(ctx)
 
 			t.m.inFlight.Add(ctx, 1, set.add...)
 			err := next(ctx, m)
 			t.m.inFlight.Add(ctx, -1, set.add...)
-			end := time.Now()
-			t.m.handlerTime.Record(ctx, end.Sub(start).Seconds(), set.record...)
+			t.m.handlerTime.Record(ctx, time.Since(start).Seconds(), set.record...)
 
 			r := tr.Report()
 			out := outcome(err, r)
@@ -147,7 +121,7 @@ func (t *Telemetry) Middleware() subscriber.Middleware {
 			case middleware.OutcomeDeadLettered:
 				t.m.deadLettered.Add(ctx, 1, set.add...)
 				t.m.acked.Add(ctx, 1, set.add...)
-			case "deduplicated":
+			case outcomeDeduplicated:
 				t.m.deduplicated.Add(ctx, 1, set.add...)
 				t.m.acked.Add(ctx, 1, set.add...)
 			case middleware.OutcomeAcked:
@@ -157,22 +131,70 @@ func (t *Telemetry) Middleware() subscriber.Middleware {
 			default:
 				t.m.nacked.Add(ctx, 1, set.add...)
 			}
-
-			if span.IsRecording() {
-				span.SetAttributes(attribute.String(AttrOutcome, out))
-				if r.Retries > 0 {
-					span.SetAttributes(attribute.Int(AttrRetries, r.Retries))
-				}
-				if r.DeadLetter != "" {
-					span.SetAttributes(attribute.String(AttrDLQReason, r.DeadLetter), attribute.String(AttrDLQTopic, r.DLQTopic))
-				}
-				if err != nil && out == middleware.OutcomeNacked {
-					span.SetAttributes(errorType(err))
-					span.SetStatus(codes.Error, err.Error())
-				}
+			if span != nil {
+				endProcess(span, m, d, err, out, r)
 			}
-			span.End(trace.WithTimestamp(end))
 			return err
 		}
 	}
 }
+
+// startProcess starts m's process span, with the attributes of its
+// topic and group (made once per pair); endProcess adds the message's own.
+func (t *Telemetry) startProcess(ctx context.Context, m *message.Message, set *attrSet) (context.Context, trace.Span) {
+	// The parent is the producer's span only: not a span that
+	// Subscribe's context may carry.
+	sc := t.producer(m)
+	if !sc.IsValid() {
+		ctx, span := t.tracer.Start(ctx, set.processName, set.processRoot...)
+		if id := span.SpanContext(); id.IsValid() {
+			// The span starts a trace: tell Logging its ID, which the
+			// message's metadata does not carry.
+			ctx = middleware.ContextWithTraceID(ctx, id.TraceID().String())
+		}
+		return ctx, span
+	}
+	return t.tracer.Start(trace.ContextWithRemoteSpanContext(ctx, sc), set.processName, set.process...)
+}
+
+// endProcess sets the message's attributes and the outcome on span and
+// ends it.
+func endProcess(span trace.Span, m *message.Message, d message.Delivery, err error, out string, r middleware.Report) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	defer attrPool.Put(buf)
+	attrs := append((*buf)[:0],
+		semconv.MessagingMessageID(m.ID),
+		attribute.Int(AttrAttempt, d.Attempt),
+		attribute.String(AttrOutcome, out),
+	)
+	if d.Partition >= 0 {
+		attrs = append(attrs, semconv.MessagingDestinationPartitionID(strconv.Itoa(d.Partition)))
+	}
+	if m.Key != "" {
+		attrs = append(attrs, attribute.String(AttrKey, m.Key))
+	}
+	attrs = lineage(attrs, m.Metadata)
+	if r.Retries > 0 {
+		attrs = append(attrs, attribute.Int(AttrRetries, r.Retries))
+	}
+	if r.DeadLetter != "" {
+		attrs = append(attrs, attribute.String(AttrDLQReason, r.DeadLetter), attribute.String(AttrDLQTopic, r.DLQTopic))
+	}
+	if err != nil && out == middleware.OutcomeNacked {
+		attrs = append(attrs, errorType(err))
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.SetAttributes(attrs...)
+	span.End()
+	clear(attrs)
+	*buf = attrs[:0]
+}
+
+// attrPool recycles endProcess's attribute buffers: the SDK copies the
+// attributes it is given, and a buffer passed through the Span interface
+// would otherwise escape (an allocation per message).
+var attrPool = sync.Pool{New: func() any { b := make([]attribute.KeyValue, 0, 12); return &b }}

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/message"
@@ -67,6 +68,11 @@ type Depth struct {
 // to each Subscribe call. It is safe for concurrent use.
 type Telemetry struct {
 	tracer trace.Tracer
+	// tracing is off for a no-op tracer provider: no span work at all.
+	tracing bool
+	// w3c is set when prop is the default TraceContext, which the
+	// subscriber side parses itself (parseTraceParent).
+	w3c    bool
 	prop   propagation.TextMapPropagator
 	system attribute.KeyValue
 	m      instruments
@@ -97,11 +103,14 @@ func New(cfg Config) (*Telemetry, error) {
 	if system == "" {
 		system = "polybus"
 	}
+	_, w3c := prop.(propagation.TraceContext)
 	t := &Telemetry{
-		tracer: tp.Tracer(ScopeName),
-		prop:   prop,
-		system: semconv.MessagingSystemKey.String(system),
-		attrs:  map[attrKey]*attrSet{},
+		w3c:     w3c,
+		tracer:  tp.Tracer(ScopeName),
+		tracing: !isNoop(tp),
+		prop:    prop,
+		system:  semconv.MessagingSystemKey.String(system),
+		attrs:   map[attrKey]*attrSet{},
 	}
 	meter := mp.Meter(ScopeName)
 	if err := t.m.init(meter); err != nil {
@@ -113,6 +122,12 @@ func New(cfg Config) (*Telemetry, error) {
 	}
 	t.unregister = unregister
 	return t, nil
+}
+
+// isNoop reports whether tp makes only no-op spans.
+func isNoop(tp trace.TracerProvider) bool {
+	_, ok := tp.(noop.TracerProvider)
+	return ok
 }
 
 // Close stops reporting the Depths gauges. Spans and counters need no
@@ -222,7 +237,7 @@ func outcome(err error, r middleware.Report) string {
 	case r.DeadLetter != "":
 		return middleware.OutcomeDeadLettered
 	case r.Duplicate && err == nil:
-		return "deduplicated"
+		return outcomeDeduplicated
 	case err == nil:
 		return middleware.OutcomeAcked
 	case middleware.IsDeferred(err):
