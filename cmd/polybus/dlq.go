@@ -240,7 +240,7 @@ consumed (see polybus dlq --help). The count goes to stderr.`,
 				}
 				if f.json {
 					for _, m := range picked {
-						if err := writeJSON(a.stdout, m); err != nil {
+						if err := writeJSON(a.stdout, m, false); err != nil {
 							return nil, err
 						}
 					}
@@ -314,7 +314,7 @@ pending dead letter has that ID.`,
 					}
 					var err error
 					if f.json {
-						err = writeJSON(a.stdout, m)
+						err = writeJSON(a.stdout, m, false)
 					} else {
 						err = writeDeadLetter(a.stdout, m)
 					}
