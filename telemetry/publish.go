@@ -69,16 +69,60 @@ func (t *Telemetry) startPublish(ctx context.Context, topic string, msgs []*mess
 	} else {
 		attrs = append(attrs, semconv.MessagingBatchMessageCount(len(msgs)))
 	}
-	ctx, span := t.tracer.Start(ctx, "publish "+topic, producerKind, trace.WithAttributes(attrs...))
+	opts := []trace.SpanStartOption{producerKind, trace.WithAttributes(attrs...)}
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		// Published outside any span (an outbox relay, a forwarder): the
+		// messages' own trace context, if they carry one (Inject), is the
+		// parent, and each other trace among them a link.
+		var parent trace.SpanContext
+		var links []trace.Link
+		for _, m := range msgs {
+			sc := t.producer(m)
+			switch {
+			case !sc.IsValid():
+			case !parent.IsValid():
+				parent = sc
+			case sc.TraceID() != parent.TraceID() && len(links) < 128:
+				links = append(links, trace.Link{SpanContext: sc})
+			}
+		}
+		if parent.IsValid() {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+			opts = append(opts, trace.WithLinks(links...))
+		}
+	}
+	ctx, span := t.tracer.Start(ctx, "publish "+topic, opts...)
 
 	// The propagator writes into a scratch carrier once; every message
 	// gets its keys (the same strings, no formatting per message).
 	scratch := make(carrier, 2)
 	t.prop.Inject(ctx, scratch)
-	if len(scratch) == 0 {
-		return ctx, span
+	if len(scratch) > 0 {
+		writeContext(scratch, msgs)
 	}
+	return ctx, span
+}
+
+// Inject writes ctx's trace context into msgs' metadata, for messages that
+// are published later outside that context: recorded in an outbox in the
+// request's transaction, say. The publish span of a Publish call made
+// outside any span is then a child of the context the messages carry, so
+// the relay's publish continues the request's trace. (A Publish inside a
+// span replaces the carried context with its own publish span's.)
+func (t *Telemetry) Inject(ctx context.Context, msgs ...*message.Message) {
+	scratch := make(carrier, 2)
+	t.prop.Inject(ctx, scratch)
+	if len(scratch) > 0 {
+		writeContext(scratch, msgs)
+	}
+}
+
+// writeContext copies the trace context in scratch into msgs' metadata.
+func writeContext(scratch carrier, msgs []*message.Message) {
 	for _, m := range msgs {
+		if m == nil {
+			continue
+		}
 		md := m.Metadata
 		if _, received := m.Delivery(); received || md == nil {
 			// A received message's metadata may be shared with the
@@ -93,7 +137,6 @@ func (t *Telemetry) startPublish(ctx context.Context, topic string, msgs []*mess
 			md[k] = v
 		}
 	}
-	return ctx, span
 }
 
 // lineage appends the correlation and causation IDs of md.
