@@ -2,7 +2,6 @@ package telemetry_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -10,7 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/polybus/polybus"
-	"github.com/polybus/polybus/message"
+	"github.com/polybus/polybus/internal/pbtest"
 	"github.com/polybus/polybus/subscriber"
 	"github.com/polybus/polybus/telemetry"
 )
@@ -76,36 +75,5 @@ func benchEndToEnd(b *testing.B, tel *telemetry.Telemetry) {
 	for i := range keys {
 		keys[i] = string(rune('A'+i%26)) + string(rune('a'+i/26))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var handled atomic.Int64
-	done := make(chan struct{})
-	target := int64(b.N)
-	subDone := make(chan error, 1)
-	go func() {
-		subDone <- c.Subscriber().Subscribe(ctx, "e2e", func(ctx context.Context, m *message.Message) error {
-			if handled.Add(1) == target {
-				close(done)
-			}
-			return nil
-		}, opts...)
-	}()
-	b.ReportAllocs()
-	b.ResetTimer()
-	batch := make([]*message.Message, 0, 100)
-	for i := 0; i < b.N; i++ {
-		batch = append(batch, &message.Message{Key: keys[i%64], Payload: benchPayload})
-		if len(batch) == cap(batch) || i == b.N-1 {
-			if err := c.Publisher().Publish(context.Background(), "e2e", batch...); err != nil {
-				b.Fatal(err)
-			}
-			batch = batch[:0]
-		}
-	}
-	<-done
-	b.StopTimer()
-	cancel()
-	if err := <-subDone; err != nil {
-		b.Fatal(err)
-	}
+	pbtest.EndToEnd(b, c, "e2e", keys, benchPayload, opts...)
 }

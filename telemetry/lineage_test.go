@@ -121,8 +121,9 @@ func TestLoggingTraceID(t *testing.T) {
 		return bytes.Count(buf.Bytes(), []byte("\n")) == 2
 	})
 	mu.Lock()
-	defer mu.Unlock()
-	for _, line := range bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n")) {
+	logged := bytes.Clone(buf.Bytes())
+	mu.Unlock()
+	for _, line := range bytes.Split(bytes.TrimSpace(logged), []byte("\n")) {
 		var l struct {
 			ID      string `json:"id"`
 			TraceID string `json:"trace_id"`

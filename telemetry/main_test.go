@@ -56,20 +56,7 @@ func newTraced(t testing.TB, system string) *traced {
 // open opens rawURL with opts and closes the client when the test ends.
 func open(t testing.TB, rawURL string, opts ...polybus.OpenOption) *polybus.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := polybus.Open(ctx, rawURL, opts...)
-	if err != nil {
-		t.Fatalf("open %s: %v", polybus.Redact(rawURL), err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := c.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return c
+	return pbtest.Open(t, rawURL, opts...)
 }
 
 // probeKey marks the readiness probes, which handlers ack and ignore.

@@ -90,15 +90,12 @@ func testTrace(t *testing.T, tr *traced, c *polybus.Client, system, in, out, gro
 		if n == 1 {
 			return message.RetryAfter(errors.New("first attempt fails"), 10*time.Millisecond)
 		}
-		next := &message.Message{Key: m.Key, Payload: []byte("B")}
+		next := &message.Message{ID: message.NewID(), Key: m.Key, Payload: []byte("B")}
 		middleware.Propagate(ctx, next)
-		if err := c.Publisher().Publish(ctx, out, next); err != nil {
-			return err
-		}
 		mu.Lock()
 		b = next
 		mu.Unlock()
-		return nil
+		return c.Publisher().Publish(ctx, out, next)
 	}, opts...)
 	gotB := make(chan string, 1)
 	consume(t, c, out, func(ctx context.Context, m *message.Message) error {
@@ -125,10 +122,15 @@ func testTrace(t *testing.T, tr *traced, c *polybus.Client, system, in, out, gro
 	}
 	mu.Lock()
 	if b == nil || b.ID != bID {
+		mu.Unlock()
 		t.Fatalf("delivered %s, published %v", bID, b)
 	}
 	mu.Unlock()
-	pbtest.WaitFor(t, "B's process span", func() bool { return len(tr.spans("process "+out, "messaging.message.id", bID)) == 1 })
+	// A's second process span ends after its handler returned, which may
+	// be after B was handled.
+	pbtest.WaitFor(t, "B's process span and A's two", func() bool {
+		return len(tr.spans("process "+out, "messaging.message.id", bID)) == 1 && len(tr.spans("process "+in, "messaging.message.id", a.ID)) == 2
+	})
 
 	pubA := one(t, tr.spans("publish "+in, "messaging.message.id", a.ID), "A's publish span")
 	traceID := pubA.SpanContext().TraceID()

@@ -80,14 +80,21 @@ func (a *app) dlqCommand() *cobra.Command {
 }
 
 func (f *dlqFlags) check() error {
-	switch {
-	case f.topic == "":
+	if f.topic == "" {
 		return usagef("--topic is empty")
-	case f.group == "":
+	}
+	return checkScan(f.group, f.wait, f.max)
+}
+
+// checkScan checks the flags that every scan of held messages takes
+// (dlq's, trace's): --group, --wait, --max.
+func checkScan(group string, wait time.Duration, max int) error {
+	switch {
+	case group == "":
 		return usagef("--group is empty")
-	case f.wait <= 0:
+	case wait <= 0:
 		return usagef("--wait must be above 0")
-	case f.max <= 0:
+	case max <= 0:
 		return usagef("--max must be above 0")
 	}
 	return nil

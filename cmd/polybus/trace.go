@@ -80,12 +80,9 @@ func (a *app) trace(ctx context.Context, id string, f traceFlags) error {
 		return usagef("the message ID is empty")
 	case len(f.topics) == 0:
 		return usagef("--topic is required")
-	case f.group == "":
-		return usagef("--group is empty")
-	case f.wait <= 0:
-		return usagef("--wait must be above 0")
-	case f.max <= 0:
-		return usagef("--max must be above 0")
+	}
+	if err := checkScan(f.group, f.wait, f.max); err != nil {
+		return err
 	}
 	scans := make([]scanOptions, 0, 2*len(f.topics))
 	seen := map[string]bool{}
