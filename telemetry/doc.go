@@ -9,6 +9,14 @@
 //	opts := append(tel.SubscribeOptions(), subscriber.Use(chain)) // telemetry outermost
 //	c.Subscriber().Subscribe(ctx, "orders", handle, opts...)
 //
+// The typed buses and sagas subscribe through the same options: pass
+// tel.SubscribeOptions() as bus.Options.Subscribe or saga.Config.Subscribe
+// (their own Correlation runs inside, so telemetry stays outermost), and a
+// Client opened with tel.OpenOption() as their broker: commands, replies,
+// events and saga steps then continue the trace of whatever sent them. For
+// an outbox, call Telemetry.Inject before outbox.Add: the relay's publish,
+// made outside any span, continues the request's trace.
+//
 // # Traces
 //
 // Spans follow the OpenTelemetry messaging semantic conventions (semconv
