@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -38,13 +39,28 @@ var (
 	producerKind = trace.WithSpanKind(trace.SpanKindProducer)
 )
 
+// The consumer-side counts, kept per attribute set in atomics (an add per
+// message, where a synchronous instrument's Add costs an attribute-set
+// lookup) and reported by one callback at collection.
+const (
+	cReceived = iota
+	cAcked
+	cNacked
+	cRetried
+	cDeadLettered
+	cDeduplicated
+	cDeferred
+	cInFlight
+	nCounts
+)
+
 type instruments struct {
-	published, publishErrors             metric.Int64Counter
-	received, acked, nacked, retried     metric.Int64Counter
-	deadLettered, deduplicated, deferred metric.Int64Counter
-	handlerTime, endToEnd                metric.Float64Histogram
-	inFlight                             metric.Int64UpDownCounter
-	lag, dlqDepth                        metric.Int64ObservableGauge
+	published, publishErrors metric.Int64Counter
+	handlerTime, endToEnd    metric.Float64Histogram
+	// counts[i] reports the atomics of index i; counts[cInFlight] is an
+	// up-down counter, the others counters.
+	counts        [nCounts]metric.Int64Observable
+	lag, dlqDepth metric.Int64ObservableGauge
 }
 
 // secondsBuckets suit messaging latencies: 100µs to 1 minute.
@@ -65,19 +81,50 @@ func (m *instruments) init(meter metric.Meter) error {
 	}
 	m.published = counter(MetricPublished, "Messages the broker accepted.")
 	m.publishErrors = counter(MetricPublishErrors, "Messages whose publish failed, by error.type (the polybus error code).")
-	m.received = counter(MetricReceived, "Messages received from the broker (each delivery).")
-	m.acked = counter(MetricAcked, "Deliveries whose handler chain returned nil (dead-lettered and deduplicated ones included).")
-	m.nacked = counter(MetricNacked, "Deliveries whose handler chain failed, to be redelivered (deferrals not included).")
-	m.retried = counter(MetricRetried, "Retries that middleware.Retry made (in-process calls or redeliveries asked for).")
-	m.deadLettered = counter(MetricDeadLettered, "Messages middleware.DLQ dead-lettered.")
-	m.deduplicated = counter(MetricDeduplicated, "Duplicates that Dedupe or Ordering acked without calling the handler.")
-	m.deferred = counter(MetricDeferred, "Deliveries deferred (middleware.Defer: open breaker, ordering, a duplicate in flight).")
+	observed := func(i int, name, desc string) {
+		var err error
+		if i == cInFlight {
+			m.counts[i], err = meter.Int64ObservableUpDownCounter(name, metric.WithDescription(desc), metric.WithUnit("{call}"))
+		} else {
+			m.counts[i], err = meter.Int64ObservableCounter(name, metric.WithDescription(desc), metric.WithUnit("{message}"))
+		}
+		errs = append(errs, err)
+	}
+	observed(cReceived, MetricReceived, "Messages received from the broker (each delivery).")
+	observed(cAcked, MetricAcked, "Deliveries whose handler chain returned nil (dead-lettered and deduplicated ones included).")
+	observed(cNacked, MetricNacked, "Deliveries whose handler chain failed, to be redelivered (deferrals not included).")
+	observed(cRetried, MetricRetried, "Retries that middleware.Retry made (in-process calls or redeliveries asked for).")
+	observed(cDeadLettered, MetricDeadLettered, "Messages middleware.DLQ dead-lettered.")
+	observed(cDeduplicated, MetricDeduplicated, "Duplicates that Dedupe or Ordering acked without calling the handler.")
+	observed(cDeferred, MetricDeferred, "Deliveries deferred (middleware.Defer: open breaker, ordering, a duplicate in flight).")
+	observed(cInFlight, MetricInFlight, "Handler calls running.")
 	m.handlerTime = hist(MetricHandlerTime, "Time in the handler chain per delivery.")
 	m.endToEnd = hist(MetricEndToEnd, "From the message's publish time (Message.Time) to the start of its handling.")
-	var err error
-	m.inFlight, err = meter.Int64UpDownCounter(MetricInFlight, metric.WithDescription("Handler calls running."), metric.WithUnit("{call}"))
-	errs = append(errs, err)
 	return errors.Join(errs...)
+}
+
+// observeCounts registers the callback that reports every consumer
+// attribute set's counts: counters once they are above 0, in-flight always.
+func (t *Telemetry) observeCounts(meter metric.Meter) (metric.Registration, error) {
+	insts := make([]metric.Observable, nCounts)
+	for i, c := range t.m.counts {
+		insts[i] = c
+	}
+	return meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		t.mu.RLock()
+		defer t.mu.RUnlock()
+		for k, s := range t.attrs {
+			if k.group == "" {
+				continue
+			}
+			for i := range s.n {
+				if v := s.n[i].Load(); v != 0 || i == cInFlight {
+					o.ObserveInt64(t.m.counts[i], v, s.observe)
+				}
+			}
+		}
+		return nil
+	}, insts...)
 }
 
 // attrKey identifies an attribute set: a topic, and a group on the
@@ -91,6 +138,10 @@ type attrSet struct {
 	record []metric.RecordOption
 	// errs are add options with error.type, per code.
 	errs map[message.Code][]metric.AddOption
+	// n are the consumer-side counts (cReceived...), observe the option
+	// that reports them.
+	n       [nCounts]atomic.Int64
+	observe metric.ObserveOption
 
 	// processName and process (processRoot: for a message with no trace
 	// context) start a process span of the pair.
@@ -116,9 +167,10 @@ func (t *Telemetry) attrSetFor(k attrKey) *attrSet {
 	}
 	set := attribute.NewSet(kvs...)
 	s = &attrSet{
-		add:    []metric.AddOption{metric.WithAttributeSet(set)},
-		record: []metric.RecordOption{metric.WithAttributeSet(set)},
-		errs:   map[message.Code][]metric.AddOption{},
+		add:     []metric.AddOption{metric.WithAttributeSet(set)},
+		record:  []metric.RecordOption{metric.WithAttributeSet(set)},
+		errs:    map[message.Code][]metric.AddOption{},
+		observe: metric.WithAttributeSet(set),
 	}
 	if k.group != "" {
 		static := trace.WithAttributes(append(kvs,

@@ -28,7 +28,7 @@ func (h receiveHook) Received(ctx context.Context, info *subscriber.Info, recs [
 	t := h.t
 	end := time.Now()
 	set := t.attrSetFor(attrKey{info.Topic, info.Group})
-	t.m.received.Add(ctx, int64(len(recs)), set.add...)
+	set.n[cReceived].Add(int64(len(recs)))
 	if !t.tracing {
 		return
 	}
@@ -107,29 +107,29 @@ func (t *Telemetry) Middleware() subscriber.Middleware {
 			}
 			ctx, tr := middleware.Track(ctx)
 
-			t.m.inFlight.Add(ctx, 1, set.add...)
+			set.n[cInFlight].Add(1)
 			err := next(ctx, m)
-			t.m.inFlight.Add(ctx, -1, set.add...)
+			set.n[cInFlight].Add(-1)
 			t.m.handlerTime.Record(ctx, time.Since(start).Seconds(), set.record...)
 
 			r := tr.Report()
 			out := outcome(err, r)
 			if r.Retries > 0 {
-				t.m.retried.Add(ctx, int64(r.Retries), set.add...)
+				set.n[cRetried].Add(int64(r.Retries))
 			}
 			switch out {
 			case middleware.OutcomeDeadLettered:
-				t.m.deadLettered.Add(ctx, 1, set.add...)
-				t.m.acked.Add(ctx, 1, set.add...)
+				set.n[cDeadLettered].Add(1)
+				set.n[cAcked].Add(1)
 			case outcomeDeduplicated:
-				t.m.deduplicated.Add(ctx, 1, set.add...)
-				t.m.acked.Add(ctx, 1, set.add...)
+				set.n[cDeduplicated].Add(1)
+				set.n[cAcked].Add(1)
 			case middleware.OutcomeAcked:
-				t.m.acked.Add(ctx, 1, set.add...)
+				set.n[cAcked].Add(1)
 			case middleware.OutcomeDeferred:
-				t.m.deferred.Add(ctx, 1, set.add...)
+				set.n[cDeferred].Add(1)
 			default:
-				t.m.nacked.Add(ctx, 1, set.add...)
+				set.n[cNacked].Add(1)
 			}
 			if span != nil {
 				endProcess(span, m, d, err, out, r)

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -116,11 +117,22 @@ func New(cfg Config) (*Telemetry, error) {
 	if err := t.m.init(meter); err != nil {
 		return nil, err
 	}
-	unregister, err := t.observeDepths(meter, cfg.Depths)
+	counts, err := t.observeCounts(meter)
 	if err != nil {
 		return nil, err
 	}
-	t.unregister = unregister
+	depths, err := t.observeDepths(meter, cfg.Depths)
+	if err != nil {
+		_ = counts.Unregister()
+		return nil, err
+	}
+	t.unregister = func() error {
+		err := counts.Unregister()
+		if depths != nil {
+			err = errors.Join(err, depths())
+		}
+		return err
+	}
 	return t, nil
 }
 
@@ -130,8 +142,9 @@ func isNoop(tp trace.TracerProvider) bool {
 	return ok
 }
 
-// Close stops reporting the Depths gauges. Spans and counters need no
-// closing; flushing them is the providers' business.
+// Close stops reporting the consumer-side counts and the Depths gauges
+// (a callback reads them at collection). Spans need no closing; flushing
+// them is the providers' business.
 func (t *Telemetry) Close() error {
 	if t.unregister == nil {
 		return nil
