@@ -75,9 +75,20 @@ func Schemes() []string {
 	return s
 }
 
+// OpenOption changes the options of the Client that Open returns, over
+// those its adapter chose: package telemetry's Options set the publisher's
+// Hook this way.
+type OpenOption func(*ClientOptions)
+
+// WithPublisherHook sets the Client's publisher.Options.Hook.
+func WithPublisherHook(h publisher.Hook) OpenOption {
+	return func(o *ClientOptions) { o.Publisher.Hook = h }
+}
+
 // Open opens the broker that rawURL names with the adapter registered for
-// its scheme.
-func Open(ctx context.Context, rawURL string) (*Client, error) {
+// its scheme; opts, if any, adjust the Client's publisher and subscriber
+// options (its Close stays the adapter's).
+func Open(ctx context.Context, rawURL string, opts ...OpenOption) (*Client, error) {
 	const op = "open"
 	u, err := ParseURL(rawURL)
 	if err != nil {
@@ -94,7 +105,15 @@ func Open(ctx context.Context, rawURL string) (*Client, error) {
 		return nil, message.Errorf(message.InvalidArgument, op,
 			"unknown scheme %q in %s (known: %s)", u.Scheme, Redact(rawURL), known)
 	}
-	return o(ctx, u)
+	c, err := o(ctx, u)
+	if err != nil || len(opts) == 0 {
+		return c, err
+	}
+	if err := c.reconfigure(opts); err != nil {
+		c.Close(ctx)
+		return nil, err
+	}
+	return c, nil
 }
 
 // ParseURL parses a broker URL and checks that it has a scheme. Errors
@@ -172,6 +191,9 @@ var secretParams = map[string]bool{
 type Client struct {
 	pub   *publisher.Publisher
 	sub   *subscriber.Subscriber
+	pd    publisher.Driver
+	sd    subscriber.Driver
+	opts  ClientOptions
 	close func() error
 	once  sync.Once
 	err   error
@@ -197,7 +219,27 @@ func NewClient(pd publisher.Driver, sd subscriber.Driver, opts ClientOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	return &Client{pub: p, sub: s, close: opts.Close}, nil
+	return &Client{pub: p, sub: s, pd: pd, sd: sd, opts: opts, close: opts.Close}, nil
+}
+
+// reconfigure rebuilds c's publisher and subscriber with opts applied. It
+// runs before Open hands c out, so nothing has used the ones it replaces
+// (which hold no goroutine and no driver resource of their own).
+func (c *Client) reconfigure(opts []OpenOption) error {
+	co := c.opts
+	for _, o := range opts {
+		o(&co)
+	}
+	p, err := publisher.New(c.pd, co.Publisher)
+	if err != nil {
+		return err
+	}
+	s, err := subscriber.New(c.sd, co.Subscriber)
+	if err != nil {
+		return err
+	}
+	c.pub, c.sub, c.opts = p, s, co
+	return nil
 }
 
 // Publisher returns the client's publisher.

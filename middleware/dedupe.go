@@ -208,6 +208,9 @@ func Dedupe(cfg DedupeConfig) (subscriber.Middleware, error) {
 			}
 			switch state {
 			case AlreadyDone:
+				if n := noteFrom(ctx); n != nil {
+					n.duplicate = true
+				}
 				if cfg.OnDuplicate != nil {
 					cfg.OnDuplicate(ctx, m)
 				}

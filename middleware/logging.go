@@ -39,7 +39,9 @@ const (
 // Logging returns middleware that logs one structured line (log/slog) per
 // handled message, when the handler returns, with the attributes topic,
 // group, id, key, attempt (the delivery attempt, 0 when the broker counts
-// none), duration, outcome, and where they apply: calls (the attempt number
+// none), duration, outcome, and where they apply: trace_id (the trace of
+// the call: ContextWithTraceID's, else the message's
+// message.KeyTraceParent), calls (the attempt number
 // that Retry counted), correlation_id (from Correlation placed outside
 // Logging), retry_after, dlq_reason, dlq_topic, dlq_error (a failed
 // dead-letter publish) and error (for a dead-lettered message, the
@@ -87,7 +89,7 @@ func Logging(cfg LoggingConfig) (subscriber.Middleware, error) {
 				return err
 			}
 			d, _ := m.Delivery()
-			attrs := make([]slog.Attr, 0, 14)
+			attrs := make([]slog.Attr, 0, 15)
 			attrs = append(attrs,
 				slog.String("topic", d.Topic),
 				slog.String("group", d.Group),
@@ -99,6 +101,9 @@ func Logging(cfg LoggingConfig) (subscriber.Middleware, error) {
 			)
 			if n.attempts > 0 {
 				attrs = append(attrs, slog.Int("calls", n.attempts))
+			}
+			if id := traceID(ctx, m); id != "" {
+				attrs = append(attrs, slog.String("trace_id", id))
 			}
 			if info, ok := CorrelationFromContext(ctx); ok {
 				attrs = append(attrs, slog.String("correlation_id", info.CorrelationID))
@@ -122,4 +127,23 @@ func Logging(cfg LoggingConfig) (subscriber.Middleware, error) {
 			return err
 		}
 	}, nil
+}
+
+type traceIDKey struct{}
+
+// ContextWithTraceID returns ctx carrying the trace ID of the handler
+// call, for Logging: package telemetry sets it when the call's span starts
+// a trace of its own (the message carried no trace context). Without it,
+// Logging reads the message's message.KeyTraceParent, whose trace the
+// call's span continues.
+func ContextWithTraceID(ctx context.Context, id string) context.Context {
+	return &valueCtx[traceIDKey, string]{Context: ctx, val: id}
+}
+
+// traceID returns the trace ID of the handler call of m under ctx.
+func traceID(ctx context.Context, m *message.Message) string {
+	if id, ok := ctx.Value(traceIDKey{}).(*string); ok {
+		return *id
+	}
+	return message.TraceID(m.Metadata)
 }

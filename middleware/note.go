@@ -29,6 +29,60 @@ type note struct {
 	dlqCause error
 	// dlqErr is the failure of a dead-letter publish.
 	dlqErr error
+	// retries is how many retries Retry made: handler calls after the
+	// first (in-process mode), or the redelivery it asked for (redelivery
+	// mode).
+	retries int
+	// duplicate is set when Dedupe or Ordering acked the message as one
+	// already handled, without calling the handler.
+	duplicate bool
+}
+
+// Report is what this package's middlewares did with one handler call, for
+// an observer outside them (package telemetry's metrics and spans).
+type Report struct {
+	// Attempts is the attempt number that Retry counted when the message
+	// failed (see Logging's calls attribute); 0 when no Retry ran or
+	// nothing failed.
+	Attempts int
+	// Retries is how many retries Retry made in this call: the handler
+	// calls after the first (InProcess mode), or 1 when it nacked the
+	// message for a redelivery (Redelivery mode).
+	Retries int
+	// DeadLetter is the DLQ reason (ReasonPermanent, ReasonMaxAttempts)
+	// when DLQ dead-lettered the message, and DLQTopic where to.
+	DeadLetter string
+	DLQTopic   string
+	// DLQError is the failure of a dead-letter publish, if one failed.
+	DLQError error
+	// Duplicate reports that Dedupe or Ordering acked the message as
+	// already handled, without calling the handler.
+	Duplicate bool
+}
+
+// Tracker reads the Report of one handler call; see Track.
+type Tracker struct{ n *note }
+
+// Report returns what the middlewares inside Track's context did so far:
+// read it after the handler chain returned.
+func (t Tracker) Report() Report {
+	n := t.n
+	return Report{
+		Attempts: n.attempts, Retries: n.retries,
+		DeadLetter: n.deadLetter, DLQTopic: n.dlqTopic, DLQError: n.dlqErr,
+		Duplicate: n.duplicate,
+	}
+}
+
+// Track returns ctx carrying the note that this package's middlewares
+// write about the call (installing one when ctx has none: one allocation)
+// and a Tracker that reads it. Call it in a middleware placed outside
+// them, pass the context on, and read Tracker.Report when the chain
+// returns. The deferral of a message is its error (IsDeferred), not part
+// of the Report.
+func Track(ctx context.Context) (context.Context, Tracker) {
+	ctx, n := withNote(ctx)
+	return ctx, Tracker{n}
 }
 
 type noteKey struct{}

@@ -307,6 +307,9 @@ func (o *ordering) handle(ctx context.Context, next subscriber.Handler, m *messa
 			o.forget(st, seq)
 			o.release(key, st)
 			o.mu.Unlock()
+			if n := noteFrom(ctx); n != nil {
+				n.duplicate = true
+			}
 			if o.cfg.OnDuplicate != nil {
 				o.cfg.OnDuplicate(ctx, m)
 			}

@@ -288,6 +288,9 @@ func (r *retrier) inProcess(next subscriber.Handler) subscriber.Handler {
 			if err := r.cfg.sleep(ctx, delay); err != nil {
 				return err
 			}
+			if n != nil {
+				n.retries++
+			}
 		}
 	}
 }
@@ -349,6 +352,9 @@ func (r *retrier) redelivery(next subscriber.Handler) subscriber.Handler {
 			delay = asked
 		}
 		r.counters.failed(key, attempt, now)
+		if n := noteFrom(ctx); n != nil {
+			n.retries++
+		}
 		if r.cfg.OnRetry != nil {
 			r.cfg.OnRetry(ctx, m, attempt, delay, err)
 		}

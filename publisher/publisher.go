@@ -24,6 +24,9 @@ type Options struct {
 	// SendTimeout bounds one driver call; a Publish call's own context
 	// bounds its wait. Default 30s.
 	SendTimeout time.Duration
+	// Hook, when set, observes every Publish call (see Hook). Default
+	// nil: nothing observes, at the cost of one branch per call.
+	Hook Hook
 }
 
 func (o *Options) fill() error {
@@ -138,6 +141,36 @@ func (p *Publisher) Publish(ctx context.Context, topic string, msgs ...*message.
 		return nil
 	}
 	now := time.Now()
+	if p.opts.Hook != nil {
+		return p.publishHooked(ctx, topic, msgs, now)
+	}
+	return p.publish(ctx, topic, msgs, now)
+}
+
+// publishHooked is Publish with Options.Hook set: the messages are stamped
+// first, so that the hook sees their IDs and its metadata is size-checked.
+func (p *Publisher) publishHooked(ctx context.Context, topic string, msgs []*message.Message, now time.Time) error {
+	for i, m := range msgs {
+		if m == nil {
+			return message.Errorf(message.InvalidArgument, "publish", "message %d is nil", i)
+		}
+		if m.ID == "" {
+			m.ID = message.NewID()
+		}
+		if m.Time.IsZero() {
+			m.Time = now
+		}
+	}
+	done := p.opts.Hook.StartPublish(ctx, topic, msgs)
+	err := p.publish(ctx, topic, msgs, now)
+	if done != nil {
+		done(err)
+	}
+	return err
+}
+
+// publish checks, stamps and queues msgs, and waits for their outcome.
+func (p *Publisher) publish(ctx context.Context, topic string, msgs []*message.Message, now time.Time) error {
 	for i, m := range msgs {
 		if m == nil {
 			return message.Errorf(message.InvalidArgument, "publish", "message %d is nil", i)

@@ -25,7 +25,7 @@ func (s *Saga[D]) handle(ctx context.Context, m *message.Message) error {
 	ctx = bus.ContextWithMessage(ctx, m) // commands sent here continue m's causation chain
 	st, err := s.cfg.Store.Load(ctx, m.Key)
 	if errors.Is(err, message.ErrNotFound) {
-		s.log.Warn("polybus: saga: message for an unknown saga", "saga", s.def.Name, "id", m.Key, "message", m.ID)
+		s.log.Warn("polybus: saga: message for an unknown saga", append(message.LogArgs(m), "saga", s.def.Name)...)
 		return nil
 	}
 	if err != nil {

@@ -129,6 +129,10 @@ receive:
 		if !ok {
 			break receive
 		}
+		var start time.Time
+		if r.cfg.Hook != nil {
+			start = time.Now()
+		}
 		recs, err := r.sub.Receive(stop, n)
 		r.slots.put(n - len(recs))
 		if err != nil && len(recs) == 0 {
@@ -154,6 +158,9 @@ receive:
 			}
 		}
 		backoff = 50 * time.Millisecond
+		if r.cfg.Hook != nil && len(recs) > 0 {
+			r.cfg.Hook.Received(r.handlerCtx, r.info, recs, start)
+		}
 		if r.cfg.AckMode == AtMostOnce {
 			recs = r.ackFirst(recs)
 		}
@@ -177,7 +184,7 @@ func (r *run) ackFirst(recs []Received) []Received {
 	ok := recs[:0:0]
 	for i, rec := range recs {
 		if err := <-done[i]; err != nil {
-			r.s.log.Warn("polybus: at-most-once ack failed; message not handled", "topic", r.topic, "id", rec.Msg.ID, "err", err)
+			r.s.log.Warn("polybus: at-most-once ack failed; message not handled", append(message.LogArgs(rec.Msg), "err", err)...)
 			r.slots.put(1)
 			continue
 		}
@@ -306,7 +313,7 @@ func (r *run) nackKey(key string, q *fifo, first Received) {
 func (r *run) handled(rec Received, err error) {
 	if r.cfg.AckMode == AtMostOnce {
 		if err != nil {
-			r.s.log.Warn("polybus: handler failed (at-most-once: message dropped)", "topic", r.topic, "id", rec.Msg.ID, "err", err)
+			r.s.log.Warn("polybus: handler failed (at-most-once: message dropped)", append(message.LogArgs(rec.Msg), "err", err)...)
 		}
 		r.slots.put(1)
 		return

@@ -90,6 +90,8 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Middleware wraps the handler; the first is the outermost.
 	Middleware []Middleware
+	// Hook, when set, observes each batch received (see Hook). Default nil.
+	Hook Hook
 }
 
 // Option sets a field of Config.

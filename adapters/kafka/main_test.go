@@ -1,7 +1,6 @@
 package kafka_test
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"os"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/internal/brokertest"
+	"github.com/polybus/polybus/internal/pbtest"
 )
 
 func TestMain(m *testing.M) {
@@ -37,20 +37,7 @@ func kafkaURL(t testing.TB, query string) string {
 // open opens rawURL and closes the client when the test ends.
 func open(t testing.TB, rawURL string) *polybus.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := polybus.Open(ctx, rawURL)
-	if err != nil {
-		t.Fatalf("open %s: %v", polybus.Redact(rawURL), err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := c.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return c
+	return pbtest.Open(t, rawURL)
 }
 
 // withQuery adds query parameters to rawURL.

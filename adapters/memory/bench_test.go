@@ -4,11 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/polybus/polybus"
+	"github.com/polybus/polybus/internal/pbtest"
 	"github.com/polybus/polybus/message"
 	"github.com/polybus/polybus/middleware"
 	"github.com/polybus/polybus/subscriber"
@@ -102,11 +102,6 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 func benchEndToEnd(b *testing.B, unordered, chain bool) {
 	c := benchClient(b)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var handled atomic.Int64
-	done := make(chan struct{})
-	target := int64(b.N)
 	opts := []subscriber.Option{subscriber.Concurrency(8), subscriber.Prefetch(256)}
 	if unordered {
 		opts = append(opts, subscriber.Unordered())
@@ -123,33 +118,7 @@ func benchEndToEnd(b *testing.B, unordered, chain bool) {
 		}
 		opts = append(opts, subscriber.Use(mw))
 	}
-	subDone := make(chan error, 1)
-	go func() {
-		subDone <- c.Subscriber().Subscribe(ctx, "e2e", func(ctx context.Context, m *message.Message) error {
-			if handled.Add(1) == target {
-				close(done)
-			}
-			return nil
-		}, opts...)
-	}()
-	b.ReportAllocs()
-	b.ResetTimer()
-	batch := make([]*message.Message, 0, 100)
-	for i := 0; i < b.N; i++ {
-		batch = append(batch, &message.Message{Key: benchKeys[i%64], Payload: payload})
-		if len(batch) == cap(batch) || i == b.N-1 {
-			if err := c.Publisher().Publish(context.Background(), "e2e", batch...); err != nil {
-				b.Fatal(err)
-			}
-			batch = batch[:0]
-		}
-	}
-	<-done
-	b.StopTimer()
-	cancel()
-	if err := <-subDone; err != nil {
-		b.Fatal(err)
-	}
+	pbtest.EndToEnd(b, c, "e2e", benchKeys, payload, opts...)
 }
 
 // benchChannel moves b.N messages through a bare buffered Go channel to one

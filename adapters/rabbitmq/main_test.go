@@ -1,7 +1,6 @@
 package rabbitmq_test
 
 import (
-	"context"
 	"fmt"
 	"net/url"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/adapters/rabbitmq"
+	"github.com/polybus/polybus/internal/pbtest"
 )
 
 func TestMain(m *testing.M) {
@@ -77,20 +77,7 @@ func unique(kind string) string {
 // open opens rawURL and closes the client when the test ends.
 func open(t testing.TB, rawURL string) *polybus.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := polybus.Open(ctx, rawURL)
-	if err != nil {
-		t.Fatalf("open %s: %v", polybus.Redact(rawURL), err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := c.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return c
+	return pbtest.Open(t, rawURL)
 }
 
 // withQuery adds query parameters to rawURL.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/internal/brokertest"
+	"github.com/polybus/polybus/internal/pbtest"
 )
 
 // runPrefix is the queue name prefix of this test run: every test's
@@ -94,20 +95,7 @@ func withQuery(rawURL, query string) string {
 // open opens rawURL and closes the client when the test ends.
 func open(t testing.TB, rawURL string) *polybus.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := polybus.Open(ctx, rawURL)
-	if err != nil {
-		t.Fatalf("open %s: %v", polybus.Redact(rawURL), err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := c.Close(ctx); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return c
+	return pbtest.Open(t, rawURL)
 }
 
 // brokersScript returns the path of scripts/brokers, or "".

@@ -80,14 +80,21 @@ func (a *app) dlqCommand() *cobra.Command {
 }
 
 func (f *dlqFlags) check() error {
-	switch {
-	case f.topic == "":
+	if f.topic == "" {
 		return usagef("--topic is empty")
-	case f.group == "":
+	}
+	return checkScan(f.group, f.wait, f.max)
+}
+
+// checkScan checks the flags that every scan of held messages takes
+// (dlq's, trace's): --group, --wait, --max.
+func checkScan(group string, wait time.Duration, max int) error {
+	switch {
+	case group == "":
 		return usagef("--group is empty")
-	case f.wait <= 0:
+	case wait <= 0:
 		return usagef("--wait must be above 0")
-	case f.max <= 0:
+	case max <= 0:
 		return usagef("--max must be above 0")
 	}
 	return nil
@@ -240,7 +247,7 @@ consumed (see polybus dlq --help). The count goes to stderr.`,
 				}
 				if f.json {
 					for _, m := range picked {
-						if err := writeJSON(a.stdout, m); err != nil {
+						if err := writeJSON(a.stdout, m, false); err != nil {
 							return nil, err
 						}
 					}
@@ -314,7 +321,7 @@ pending dead letter has that ID.`,
 					}
 					var err error
 					if f.json {
-						err = writeJSON(a.stdout, m)
+						err = writeJSON(a.stdout, m, false)
 					} else {
 						err = writeDeadLetter(a.stdout, m)
 					}

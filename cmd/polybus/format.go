@@ -27,6 +27,8 @@ type jsonMessage struct {
 	Metadata      map[string]string `json:"metadata"`
 	Payload       string            `json:"payload"`
 	PayloadBase64 bool              `json:"payload_base64,omitempty"`
+	// TraceID is set by sub --trace (a pointer, so that "" prints).
+	TraceID *string `json:"trace_id,omitempty"`
 }
 
 func toJSON(m *message.Message) jsonMessage {
@@ -50,8 +52,14 @@ func toJSON(m *message.Message) jsonMessage {
 	return j
 }
 
-func writeJSON(w io.Writer, m *message.Message) error {
-	b, err := json.Marshal(toJSON(m))
+// writeJSON prints m as a JSON line, with its trace ID when trace is set.
+func writeJSON(w io.Writer, m *message.Message, trace bool) error {
+	j := toJSON(m)
+	if trace {
+		id := message.TraceID(m.Metadata)
+		j.TraceID = &id
+	}
+	b, err := json.Marshal(j)
 	if err != nil {
 		return err
 	}
@@ -61,19 +69,24 @@ func writeJSON(w io.Writer, m *message.Message) error {
 
 // writeLine prints m on one line for people:
 //
-//	ID key=KEY attempt=N [NAME=VALUE ...] | PAYLOAD
+//	ID key=KEY attempt=N [trace=TRACE] [NAME=VALUE ...] | PAYLOAD
 //
+// trace= (the W3C trace ID of its traceparent) is printed when trace is set.
 // Metadata is sorted by name; values with spaces or special characters are
 // quoted. The payload is printed as it is when it is printable text on one
 // line, Go-quoted when it holds newlines or control characters, and as
 // "base64:..." when it is not UTF-8.
-func writeLine(w io.Writer, m *message.Message) error {
+func writeLine(w io.Writer, m *message.Message, trace bool) error {
 	var b strings.Builder
 	b.WriteString(m.ID)
 	b.WriteString(" key=")
 	b.WriteString(quoteIfNeeded(m.Key))
 	b.WriteString(" attempt=")
 	b.WriteString(strconv.Itoa(m.Attempt()))
+	if trace {
+		b.WriteString(" trace=")
+		b.WriteString(quoteIfNeeded(message.TraceID(m.Metadata)))
+	}
 	for _, k := range sortedKeys(m.Metadata) {
 		b.WriteString(" ")
 		b.WriteString(quoteIfNeeded(k))

@@ -19,13 +19,14 @@ type subFlags struct {
 	from    string
 	count   int
 	json    bool
+	trace   bool
 	timeout time.Duration
 }
 
 func (a *app) subCommand() *cobra.Command {
 	var f subFlags
 	cmd := &cobra.Command{
-		Use:   "sub --topic TOPIC --group GROUP [--count N] [--from earliest|latest] [--json] [--timeout D]",
+		Use:   "sub --topic TOPIC --group GROUP [--count N] [--from earliest|latest] [--json] [--trace] [--timeout D]",
 		Short: "Receive messages and print them as they arrive",
 		Long: `Receive the messages of a topic as consumer group GROUP and print each as it
 arrives, one per line; each printed message is acked. Subscribers of one group
@@ -39,7 +40,9 @@ passes (exit 0 without --count; exit 1 when fewer than --count arrived), or
 until SIGINT (exit 130). Messages received beyond --count are not acked: the
 group gets them again later.
 
-Line format:   ID key=KEY attempt=N [NAME=VALUE ...] | PAYLOAD
+Line format:   ID key=KEY attempt=N [trace=TRACE] [NAME=VALUE ...] | PAYLOAD
+  trace= (with --trace) is the W3C trace ID of the message's traceparent
+  metadata (written by package telemetry), "" when it has none;
   metadata sorted by name; the payload as it is when it is one line of
   printable text, Go-quoted when it holds control characters or newlines,
   base64:... when it is not UTF-8.
@@ -48,7 +51,8 @@ JSON format (--json), one object a line:
    "time":"2026-01-02T03:04:05.123Z","metadata":{"source":"web"},
    "payload":"{\"total\":42}"}
   payload is the payload as a string when it is valid UTF-8; otherwise it is
-  standard base64 and "payload_base64":true is added.`,
+  standard base64 and "payload_base64":true is added. --trace adds
+  "trace_id" (the traceparent's trace ID, "" when none).`,
 		Example: `  polybus sub --topic orders --group audit
   polybus sub --topic orders --group audit --count 10 --json | jq .payload
   polybus sub --topic orders --group probe --from latest --count 1 --timeout 30s`,
@@ -63,6 +67,7 @@ JSON format (--json), one object a line:
 	fl.IntVar(&f.count, "count", 0, "exit after printing N messages (default: run until interrupted)")
 	fl.StringVar(&f.from, "from", "earliest", "where a new group starts: earliest or latest")
 	fl.BoolVar(&f.json, "json", false, "print JSON lines")
+	fl.BoolVar(&f.trace, "trace", false, "print each message's trace ID (W3C traceparent metadata)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "stop after this long (default: no limit)")
 	_ = cmd.MarkFlagRequired("topic")
 	_ = cmd.MarkFlagRequired("group")
@@ -117,9 +122,9 @@ func (a *app) sub(ctx context.Context, f subFlags) error {
 		}
 		var err error
 		if f.json {
-			err = writeJSON(a.stdout, m)
+			err = writeJSON(a.stdout, m, f.trace)
 		} else {
-			err = writeLine(a.stdout, m)
+			err = writeLine(a.stdout, m, f.trace)
 		}
 		if err != nil {
 			// stdout is gone (a closed pipe): stop, and leave the message

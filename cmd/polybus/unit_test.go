@@ -77,14 +77,14 @@ func TestWriteLineAndJSON(t *testing.T) {
 	m := &message.Message{ID: "id1", Key: "k 1", Payload: []byte{0xff}, Metadata: message.Metadata{"b": "2", "a": "x=y"},
 		Time: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)}
 	var b bytes.Buffer
-	if err := writeLine(&b, m); err != nil {
+	if err := writeLine(&b, m, false); err != nil {
 		t.Fatal(err)
 	}
 	if want := `id1 key="k 1" attempt=0 a="x=y" b=2 | base64:/w==` + "\n"; b.String() != want {
 		t.Errorf("line %q, want %q", b.String(), want)
 	}
 	b.Reset()
-	if err := writeJSON(&b, m); err != nil {
+	if err := writeJSON(&b, m, false); err != nil {
 		t.Fatal(err)
 	}
 	want := `{"topic":"","id":"id1","key":"k 1","attempt":0,"time":"2026-01-02T03:04:05.000000006Z","metadata":{"a":"x=y","b":"2"},"payload":"/w==","payload_base64":true}` + "\n"

@@ -54,3 +54,23 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// Open opens rawURL (within 30s) with opts and closes the client when the
+// test ends (within 60s), failing the test on either error.
+func Open(t testing.TB, rawURL string, opts ...polybus.OpenOption) *polybus.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := polybus.Open(ctx, rawURL, opts...)
+	if err != nil {
+		t.Fatalf("open %s: %v", polybus.Redact(rawURL), err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := c.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return c
+}
