@@ -66,6 +66,9 @@ type PolybusOptions struct {
 	// nowhere, at debug level for successes), dead-lettering, retry by
 	// redelivery and a one-minute timeout; false runs the handler bare.
 	Chain bool
+	// Subscribe are more options for every Subscribe call, applied before
+	// Chain (so their middleware is outside it): telemetry's, for one.
+	Subscribe []subscriber.Option
 	// Cleanup removes a run's topics (sqs.DeleteTopics has this
 	// signature); nil leaves them.
 	Cleanup func(ctx context.Context, c *polybus.Client, topics []string) error
@@ -129,12 +132,13 @@ func (p *polyClient) Subscribe(ctx context.Context, topic, group string, consume
 		Prefetch:    p.opts.Prefetch,
 		Unordered:   p.opts.Unordered,
 	}
+	opts := append([]subscriber.Option{subscriber.WithConfig(cfg)}, p.opts.Subscribe...)
 	if p.opts.Chain {
 		mw, err := chain(p.c)
 		if err != nil {
 			return nil, err
 		}
-		cfg.Middleware = []subscriber.Middleware{mw}
+		opts = append(opts, subscriber.Use(mw))
 	}
 	h := func(_ context.Context, m *message.Message) error {
 		handle(m.Payload)
@@ -146,7 +150,7 @@ func (p *polyClient) Subscribe(ctx context.Context, topic, group string, consume
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := p.c.Subscriber().Subscribe(ctx, topic, h, subscriber.WithConfig(cfg)); err != nil && !errors.Is(err, context.Canceled) {
+			if err := p.c.Subscriber().Subscribe(ctx, topic, h, opts...); err != nil && !errors.Is(err, context.Canceled) {
 				s.errs <- err
 			}
 		}()

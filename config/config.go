@@ -283,7 +283,7 @@ const lateClose = time.Second
 // the (redacted) URL and the timeout. Open returns by then even if the
 // adapter does not honour its context; a client that such an adapter
 // opens later is closed at once.
-func Open(ctx context.Context, cfg Config) (*polybus.Client, error) {
+func Open(ctx context.Context, cfg Config, opts ...polybus.OpenOption) (*polybus.Client, error) {
 	const op = "open"
 	raw := cfg.URL
 	if raw == "" {
@@ -305,7 +305,7 @@ func Open(ctx context.Context, cfg Config) (*polybus.Client, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		c, err := polybus.Open(octx, raw)
+		c, err := polybus.Open(octx, raw, opts...)
 		done <- result{c, err}
 	}()
 	var r result

@@ -146,9 +146,9 @@ func (a *app) connect(ctx context.Context) (*polybus.Client, error) {
 // open opens the broker of cfg within its connect timeout. Its errors
 // name the (redacted) URL and where it came from, since the adapter's may
 // name only a host, or nothing.
-func (a *app) open(ctx context.Context, cfg config.Config) (*polybus.Client, error) {
+func (a *app) open(ctx context.Context, cfg config.Config, opts ...polybus.OpenOption) (*polybus.Client, error) {
 	a.hide(cfg.URL)
-	c, err := config.Open(ctx, cfg)
+	c, err := config.Open(ctx, cfg, opts...)
 	if err == nil {
 		return c, nil
 	}

@@ -11,8 +11,13 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/polybus/polybus"
 	"github.com/polybus/polybus/bench"
 	"github.com/polybus/polybus/config"
+	"github.com/polybus/polybus/telemetry"
 )
 
 type benchFlags struct {
@@ -25,6 +30,7 @@ type benchFlags struct {
 	jsonFile  string
 	htmlFile  string
 	memory    bool
+	trace     bool
 }
 
 func (a *app) benchCommand() *cobra.Command {
@@ -78,6 +84,7 @@ unreachable broker fails within --connect-timeout (exit 3).`,
 	fl.BoolVar(&f.chain, "chain", false, "wrap the handler in middleware.DefaultChain")
 	fl.BoolVar(&f.unordered, "unordered", false, "turn per-key order off in the subscriber")
 	fl.DurationVar(&f.w.Timeout, "phase-timeout", 10*time.Minute, "longest time a phase may take")
+	fl.BoolVar(&f.trace, "trace", false, "turn tracing and metrics on (package telemetry; OpenTelemetry SDK, every span sampled, exported in batches to nowhere), to show their cost")
 	fl.BoolVar(&f.memory, "memory", false, "after the table, print each phase's heap and RSS trend (first and last quarter, peak)")
 	fl.StringVar(&f.jsonFile, "json", "", "write the report as JSON to FILE")
 	fl.StringVar(&f.htmlFile, "html", "", "write the report as a self-contained HTML page to FILE")
@@ -114,6 +121,12 @@ func (a *app) bench(ctx context.Context, f *benchFlags) error {
 	names := make([]string, len(urls))
 	for i, u := range urls {
 		names[i] = a.redactURL(u)
+		if f.trace {
+			names[i] += " +trace"
+		}
+	}
+	if f.trace {
+		rep.Notes = append(rep.Notes, "tracing and metrics on: OpenTelemetry SDK tracer (AlwaysSample, batch span processor, discarding exporter) and meter (manual reader)")
 	}
 	bar := a.progressBar()
 	var runErr error
@@ -170,12 +183,24 @@ rounds:
 
 // benchOne runs the workload once on cfg's broker.
 func (a *app) benchOne(ctx context.Context, cfg config.Config, name string, f *benchFlags, bar *benchBar) ([]bench.Result, error) {
-	c, err := a.open(ctx, cfg)
+	popts := bench.PolybusOptions{Chain: f.chain, Unordered: f.unordered}
+	var open []polybus.OpenOption
+	if f.trace {
+		tel, stop, err := benchTelemetry(cfg.URL)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		open = append(open, tel.OpenOption())
+		popts.Subscribe = tel.SubscribeOptions()
+	}
+	c, err := a.open(ctx, cfg, open...)
 	if err != nil {
 		return nil, err
 	}
 	scheme, _, _ := strings.Cut(cfg.URL, "://")
-	client := bench.FromClient(c, bench.PolybusOptions{Chain: f.chain, Unordered: f.unordered, Cleanup: cleanupFor(scheme)})
+	popts.Cleanup = cleanupFor(scheme)
+	client := bench.FromClient(c, popts)
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -225,3 +250,28 @@ func (b *benchBar) done() {
 		b.bar.Finish()
 	}
 }
+
+// benchTelemetry is bench --trace's instrumentation: the OpenTelemetry
+// SDK as a service would run it (every span sampled, a batch span
+// processor), exporting to nowhere, and a meter provider never collected.
+func benchTelemetry(rawURL string) (*telemetry.Telemetry, func(), error) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discardSpans{}))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(ctx)
+		_ = mp.Shutdown(ctx)
+	}
+	tel, err := telemetry.New(telemetry.Config{TracerProvider: tp, MeterProvider: mp, System: telemetry.System(rawURL)})
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return tel, func() { _ = tel.Close(); stop() }, nil
+}
+
+type discardSpans struct{}
+
+func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardSpans) Shutdown(context.Context) error                             { return nil }

@@ -119,3 +119,13 @@ func TestBenchInterrupted(t *testing.T) {
 		t.Fatalf("results %+v", rep.Results)
 	}
 }
+
+// TestBenchTrace: --trace runs the workload with telemetry on and names
+// the targets so.
+func TestBenchTrace(t *testing.T) {
+	var out, errs bytes.Buffer
+	code := run(context.Background(), []string{"bench", "--url", "mem://", "--trace", "-n", "1000", "--phases", "publish,consume"}, strings.NewReader(""), &out, &errs)
+	if code != exitOK || strings.Count(out.String(), "mem:// +trace") != 2 {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errs.String())
+	}
+}
