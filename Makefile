@@ -11,7 +11,7 @@ BROKERS := scripts/brokers
 ENV_FILE := $(POLYBUS_CACHE)/brokers.env
 GOTEST := go test -race -count=1
 
-.PHONY: help brokers brokers-down brokers-status test smoke restart-check bench-inprocess
+.PHONY: help brokers brokers-down brokers-status test smoke restart-check bench-inprocess bench-peers
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -37,3 +37,7 @@ restart-check: brokers ## restart each broker; a message sent before must surviv
 bench-inprocess: ## polybus mem:// against a bare channel and Watermill's GoChannel (benchmarks/, benchstat table)
 	cd benchmarks && go test -run '^$$' -bench InProcess -benchmem -count 6 . | tee /tmp/polybus-inprocess.txt
 	cd benchmarks && go run golang.org/x/perf/cmd/benchstat@latest /tmp/polybus-inprocess.txt
+
+bench-peers: ## polybus, raw clients and Watermill on mem://, embedded:// and every broker in brokers.env, interleaved (benchmarks/out/peers*.json)
+	if [ -f $(ENV_FILE) ]; then . $(ENV_FILE); fi; \
+	  cd benchmarks && POLYBUS_BENCH_PEERS=1 go test -count=1 -run '^TestPeers$$' -v -timeout 90m . | tee /tmp/polybus-peers.txt

@@ -1,0 +1,320 @@
+package benchmarks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/polybus/polybus"
+	_ "github.com/polybus/polybus/adapters/kafka"    // kafka://
+	_ "github.com/polybus/polybus/adapters/memory"   // mem://
+	_ "github.com/polybus/polybus/adapters/nats"     // nats://, embedded://
+	_ "github.com/polybus/polybus/adapters/rabbitmq" // amqp://
+	polysqs "github.com/polybus/polybus/adapters/sqs"
+	"github.com/polybus/polybus/bench"
+)
+
+// TestPeers runs one workload through polybus and its peers on every
+// broker it has a URL for (the POLYBUS_*_URL variables of
+// ~/.cache/polybus/brokers.env, plus mem:// and embedded://), the targets
+// of a broker interleaved (A B C ... A B C ...) for POLYBUS_BENCH_ROUNDS
+// rounds, and writes out/peers.json (a list of per-broker reports),
+// out/peers-<broker>.json and, when bench.Report has WriteHTML,
+// out/peers-<broker>.html, and logs each broker's table. It runs only
+// with POLYBUS_BENCH_PEERS=1 (make bench-peers). The knobs, all
+// POLYBUS_BENCH_*: ROUNDS (5), N (messages, 20000), SIZE (256), PUBLISHERS
+// (4), CONSUMERS (1), KEYS (64), BATCH (100), PREFETCH (256, each
+// consumer's, for polybus and the raw clients alike), STEADY (steady
+// messages, N/2), RATE (the steady rate; default: half the slower of
+// polybus's publish and consume throughputs in round 1, then the same for
+// every target of that broker), BROKERS (a comma-separated subset of
+// mem,embedded,kafka,nats,rabbitmq,sqs), TARGETS (a comma-separated
+// subset of target name prefixes: polybus,raw,watermill).
+func TestPeers(t *testing.T) {
+	if os.Getenv("POLYBUS_BENCH_PEERS") != "1" {
+		t.Skip("set POLYBUS_BENCH_PEERS=1 (make bench-peers)")
+	}
+	w := bench.Workload{
+		Messages:   envInt(t, "N", 20000),
+		Size:       envInt(t, "SIZE", 256),
+		Publishers: envInt(t, "PUBLISHERS", 4),
+		Consumers:  envInt(t, "CONSUMERS", 1),
+		Keys:       envInt(t, "KEYS", 64),
+		Batch:      envInt(t, "BATCH", 100),
+		Timeout:    5 * time.Minute,
+	}
+	w.SteadyMessages = envInt(t, "STEADY", max(w.Messages/2, 1))
+	rounds := envInt(t, "ROUNDS", 5)
+	prefetch := envInt(t, "PREFETCH", 256)
+	rate := float64(envInt(t, "RATE", 0))
+	out := filepath.Join("out")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var reports []*bench.Report
+	for _, b := range peerBrokers(t) {
+		if !want("BROKERS", b.name) {
+			continue
+		}
+		t.Run(b.name, func(t *testing.T) {
+			rep := runBroker(t, b, w, rounds, prefetch, rate)
+			if rep == nil {
+				return
+			}
+			reports = append(reports, rep)
+			writeReport(t, rep, filepath.Join(out, "peers-"+b.name))
+		})
+	}
+	f, err := os.Create(filepath.Join(out, "peers.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, r := range reports {
+		r.Summarize()
+	}
+	enc := json.NewEncoder(f)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(reports); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s", f.Name())
+}
+
+// peerBroker is one broker and how to build its targets.
+type peerBroker struct {
+	name, url string
+	// targets returns the broker's targets, the raw client (the
+	// baseline) first after polybus; close releases what they share.
+	targets func(ctx context.Context, prefetch, batch int) (ts []peerTarget, baseline string, close func(), err error)
+}
+
+type peerTarget struct {
+	name string
+	open func(ctx context.Context) (bench.Client, error)
+}
+
+func polyTarget(url string, prefetch int, cleanup func(context.Context, *polybus.Client, string) error) peerTarget {
+	return peerTarget{name: "polybus", open: func(ctx context.Context) (bench.Client, error) {
+		return bench.Polybus(ctx, url, bench.PolybusOptions{Prefetch: prefetch, Unordered: os.Getenv("POLYBUS_BENCH_UNORDERED") == "1", Cleanup: cleanup})
+	}}
+}
+
+func peerBrokers(t *testing.T) []peerBroker {
+	bs := []peerBroker{{name: "mem", url: "mem://?max_messages=10000000&max_bytes=4294967296"}}
+	bs[0].targets = func(ctx context.Context, prefetch, batch int) ([]peerTarget, string, func(), error) {
+		return []peerTarget{
+			polyTarget(bs[0].url, prefetch, nil),
+			{name: "watermill-gochannel", open: func(context.Context) (bench.Client, error) { return NewWatermillGoChannel(0), nil }},
+			{name: "watermill-gochannel-tuned", open: func(context.Context) (bench.Client, error) { return NewWatermillGoChannel(int64(prefetch)), nil }},
+		}, "watermill-gochannel-tuned", func() {}, nil
+	}
+	dir := t.TempDir()
+	emb := peerBroker{name: "embedded", url: "embedded://" + dir}
+	emb.targets = func(ctx context.Context, prefetch, batch int) ([]peerTarget, string, func(), error) {
+		// The holder keeps the server up between runs, and gives the raw
+		// client its in-process connection.
+		holder, err := polybus.Open(ctx, emb.url)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return []peerTarget{
+			polyTarget(emb.url, prefetch, nil),
+			{name: "raw-nats.go", open: func(context.Context) (bench.Client, error) { return NewRawNATSEmbedded(holder, prefetch) }},
+		}, "raw-nats.go", func() { holder.Close(context.Background()) }, nil
+	}
+	bs = append(bs, emb)
+	env := func(v string) string { return os.Getenv(v) }
+	if u := env("POLYBUS_KAFKA_URL"); u != "" {
+		bs = append(bs, peerBroker{name: "kafka", url: u, targets: func(ctx context.Context, prefetch, batch int) ([]peerTarget, string, func(), error) {
+			return append([]peerTarget{
+				polyTarget(u, prefetch, nil),
+				{name: "raw-kafka-go", open: func(ctx context.Context) (bench.Client, error) { return NewRawKafka(ctx, u, prefetch, batch) }},
+			}, watermillKafkaTargets(u, prefetch)...), "raw-kafka-go", func() {}, nil
+		}})
+	}
+	if u := env("POLYBUS_NATS_URL"); u != "" {
+		bs = append(bs, peerBroker{name: "nats", url: u, targets: func(ctx context.Context, prefetch, batch int) ([]peerTarget, string, func(), error) {
+			return append([]peerTarget{
+				polyTarget(u, prefetch, nil),
+				{name: "raw-nats.go", open: func(ctx context.Context) (bench.Client, error) { return NewRawNATS(ctx, u, prefetch) }},
+			}, watermillNATSTargets(u, prefetch)...), "raw-nats.go", func() {}, nil
+		}})
+	}
+	if u := env("POLYBUS_AMQP_URL"); u != "" {
+		bs = append(bs, peerBroker{name: "rabbitmq", url: u, targets: func(ctx context.Context, prefetch, batch int) ([]peerTarget, string, func(), error) {
+			return append([]peerTarget{
+				polyTarget(u, prefetch, nil),
+				{name: "raw-amqp091-go", open: func(context.Context) (bench.Client, error) { return NewRawRabbitMQ(u, prefetch) }},
+			}, watermillAMQPTargets(u, prefetch)...), "raw-amqp091-go", func() {}, nil
+		}})
+	}
+	if u := env("POLYBUS_SQS_URL"); u != "" {
+		bs = append(bs, peerBroker{name: "sqs", url: u, targets: func(ctx context.Context, prefetch, batch int) ([]peerTarget, string, func(), error) {
+			holder, err := polybus.Open(ctx, u)
+			if err != nil {
+				return nil, "", nil, err
+			}
+			cleanup := func(ctx context.Context, c *polybus.Client, topic string) error {
+				_, err := polysqs.DeleteTopic(ctx, c, topic)
+				return err
+			}
+			return []peerTarget{
+				polyTarget(u, prefetch, cleanup),
+				{name: "raw-aws-sdk-go-v2", open: func(context.Context) (bench.Client, error) { return NewRawSQS(holder) }},
+			}, "raw-aws-sdk-go-v2", func() { holder.Close(context.Background()) }, nil
+		}})
+	}
+	return bs
+}
+
+// runBroker runs b's targets interleaved for rounds rounds.
+func runBroker(t *testing.T, b peerBroker, w bench.Workload, rounds, prefetch int, rate float64) *bench.Report {
+	ctx := t.Context()
+	targets, baseline, release, err := b.targets(ctx, prefetch, w.Batch)
+	if err != nil {
+		t.Errorf("%s: %v", b.name, err)
+		return nil
+	}
+	defer release()
+	var kept []peerTarget
+	for _, tg := range targets {
+		if want("TARGETS", tg.name) {
+			kept = append(kept, tg)
+		}
+	}
+	rep := bench.NewReport("polybus and peers on "+b.name, w)
+	rep.Baseline = baseline
+	rep.Versions = versions()
+	rep.Notes = append(rep.Notes, "broker "+redact(b.url), fmt.Sprintf("%d rounds, targets interleaved; prefetch %d", rounds, prefetch))
+	failed := map[string]bool{}
+	for round := 1; round <= rounds; round++ {
+		for _, tg := range kept {
+			if failed[tg.name] {
+				continue
+			}
+			ww := w
+			ww.Rate = rate
+			res, err := runTarget(ctx, tg, ww)
+			for i := range res {
+				res[i].Round = round
+			}
+			rep.Add(res...)
+			if err != nil {
+				t.Errorf("%s round %d: %s: %v (dropped from the later rounds)", b.name, round, tg.name, err)
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s failed in round %d: %v", tg.name, round, err))
+				failed[tg.name] = true
+				continue
+			}
+			if rate == 0 {
+				// The first run (polybus's, in round 1) fixes the rate for
+				// every target of this broker.
+				for _, r := range res {
+					if r.Phase == bench.PhaseSteady {
+						rate = r.Rate
+					}
+				}
+				rep.Workload.Rate = rate
+				rep.Notes = append(rep.Notes, fmt.Sprintf("steady rate %.0f msgs/s, from %s's round-1 publish and consume throughputs", rate, tg.name))
+			}
+			t.Logf("%s round %d %s: %s", b.name, round, tg.name, brief(res))
+		}
+	}
+	if rep.Workload.Rate == 0 {
+		rep.Workload.Rate = rate
+	}
+	return rep
+}
+
+func runTarget(ctx context.Context, tg peerTarget, w bench.Workload) ([]bench.Result, error) {
+	c, err := tg.open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		c.Close(cctx)
+	}()
+	return bench.Run(ctx, tg.name, c, w, nil)
+}
+
+func brief(res []bench.Result) string {
+	var parts []string
+	for _, r := range res {
+		s := fmt.Sprintf("%s %.0f msgs/s", r.Phase, r.MsgsPerSec)
+		if r.Latency != nil {
+			s += fmt.Sprintf(" p99 %.0fµs", r.Latency.P99)
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func writeReport(t *testing.T, rep *bench.Report, base string) {
+	var table strings.Builder
+	if err := rep.WriteTable(&table); err != nil {
+		t.Error(err)
+	}
+	fmt.Fprintf(os.Stdout, "\n%s\n%s", rep.Title, table.String())
+	write := func(name string, f func(io.Writer) error) {
+		out, err := os.Create(name)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer out.Close()
+		if err := f(out); err != nil {
+			t.Error(err)
+		}
+	}
+	write(base+".json", rep.WriteJSON)
+	if h, ok := any(rep).(interface{ WriteHTML(io.Writer) error }); ok {
+		write(base+".html", h.WriteHTML)
+	}
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	v := os.Getenv("POLYBUS_BENCH_" + name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > math.MaxInt32 {
+		t.Fatalf("POLYBUS_BENCH_%s=%q: want a count", name, v)
+	}
+	return n
+}
+
+// want reports whether name passes the filter POLYBUS_BENCH_<filter> (a
+// comma-separated list of prefixes; empty: all).
+func want(filter, name string) bool {
+	v := os.Getenv("POLYBUS_BENCH_" + filter)
+	if v == "" {
+		return true
+	}
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" && strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// redact drops a URL's password.
+func redact(u string) string {
+	if at := strings.LastIndex(u, "@"); at > 0 {
+		if s := strings.Index(u, "://"); s > 0 && s < at {
+			return u[:s+3] + "…" + u[at:]
+		}
+	}
+	return u
+}
