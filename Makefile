@@ -39,5 +39,5 @@ bench-inprocess: ## polybus mem:// against a bare channel and Watermill's GoChan
 	cd benchmarks && go run golang.org/x/perf/cmd/benchstat@latest /tmp/polybus-inprocess.txt
 
 bench-peers: ## polybus, raw clients and Watermill on mem://, embedded:// and every broker in brokers.env, interleaved (benchmarks/out/peers*.json)
-	if [ -f $(ENV_FILE) ]; then . $(ENV_FILE); fi; \
+	set -o pipefail; if [ -f $(ENV_FILE) ]; then . $(ENV_FILE); fi; \
 	  cd benchmarks && POLYBUS_BENCH_PEERS=1 go test -count=1 -run '^TestPeers$$' -v -timeout 90m . | tee /tmp/polybus-peers.txt

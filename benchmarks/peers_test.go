@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/polybus/polybus"
-	_ "github.com/polybus/polybus/adapters/kafka"    // kafka://
-	_ "github.com/polybus/polybus/adapters/memory"   // mem://
-	_ "github.com/polybus/polybus/adapters/nats"     // nats://, embedded://
-	_ "github.com/polybus/polybus/adapters/rabbitmq" // amqp://
+	_ "github.com/polybus/polybus/adapters/kafka"  // kafka://
+	_ "github.com/polybus/polybus/adapters/memory" // mem://
+	_ "github.com/polybus/polybus/adapters/nats"   // nats://, embedded://
+	polyrabbit "github.com/polybus/polybus/adapters/rabbitmq"
 	polysqs "github.com/polybus/polybus/adapters/sqs"
 	"github.com/polybus/polybus/bench"
 )
@@ -28,16 +28,21 @@ import (
 // of a broker interleaved (A B C ... A B C ...) for POLYBUS_BENCH_ROUNDS
 // rounds, and writes out/peers.json (a list of per-broker reports),
 // out/peers-<broker>.json and, when bench.Report has WriteHTML,
-// out/peers-<broker>.html, and logs each broker's table. It runs only
-// with POLYBUS_BENCH_PEERS=1 (make bench-peers). The knobs, all
-// POLYBUS_BENCH_*: ROUNDS (5), N (messages, 20000), SIZE (256), PUBLISHERS
-// (4), CONSUMERS (1), KEYS (64), BATCH (100), PREFETCH (256, each
-// consumer's, for polybus and the raw clients alike), STEADY (steady
-// messages, N/2), RATE (the steady rate; default: half the slower of
-// polybus's publish and consume throughputs in round 1, then the same for
-// every target of that broker), BROKERS (a comma-separated subset of
-// mem,embedded,kafka,nats,rabbitmq,sqs), TARGETS (a comma-separated
-// subset of target name prefixes: polybus,raw,watermill).
+// out/peers-<broker>.html, and prints each broker's table. Ratios are to
+// the broker's raw client (Watermill's tuned GoChannel on mem://). It
+// runs only with POLYBUS_BENCH_PEERS=1 (make bench-peers). The knobs, all
+// POLYBUS_BENCH_*: ROUNDS (5), N (messages, 20000; <BROKER>_N for one
+// broker, SQS_N defaulting to N/20), SIZE (256), PUBLISHERS (4),
+// CONSUMERS (1), KEYS (64), BATCH (100), PREFETCH (256, each consumer's,
+// for polybus and the raw clients alike), UNORDERED (1: polybus without
+// per-key order), RATE (the steady rate, the same for every target of a
+// broker; default: a calibration run of polybus, not reported, gives half
+// the slower of its publish and consume throughputs, or half of what its
+// steady phase achieved when that could not keep up), STEADY (steady
+// messages; default about 15 seconds' worth at the rate, at most N/2),
+// BROKERS (a comma-separated subset of mem,embedded,kafka,nats,rabbitmq,
+// sqs) and TARGETS (a comma-separated list of target name prefixes:
+// polybus, raw, watermill).
 func TestPeers(t *testing.T) {
 	if os.Getenv("POLYBUS_BENCH_PEERS") != "1" {
 		t.Skip("set POLYBUS_BENCH_PEERS=1 (make bench-peers)")
@@ -151,10 +156,29 @@ func peerBrokers(t *testing.T) []peerBroker {
 	}
 	if u := env("POLYBUS_AMQP_URL"); u != "" {
 		bs = append(bs, peerBroker{name: "rabbitmq", url: u, targets: func(ctx context.Context, prefetch, batch int) ([]peerTarget, string, func(), error) {
+			// polybus's RabbitMQ publisher fails when no queue of the
+			// topic exists: the group is declared before its consumers
+			// start (rabbitmq.DeclareGroup, as the adapter documents), on a
+			// client of its own.
+			holder, err := polybus.Open(ctx, u)
+			if err != nil {
+				return nil, "", nil, err
+			}
+			poly := polyTarget(u, prefetch, nil)
+			open := poly.open
+			poly.open = func(ctx context.Context) (bench.Client, error) {
+				c, err := open(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return declaring{Client: c, declare: func(ctx context.Context, topic, group string) error {
+					return polyrabbit.DeclareGroup(ctx, holder, topic, group)
+				}}, nil
+			}
 			return append([]peerTarget{
-				polyTarget(u, prefetch, nil),
+				poly,
 				{name: "raw-amqp091-go", open: func(context.Context) (bench.Client, error) { return NewRawRabbitMQ(u, prefetch) }},
-			}, watermillAMQPTargets(u, prefetch)...), "raw-amqp091-go", func() {}, nil
+			}, watermillAMQPTargets(u, prefetch)...), "raw-amqp091-go", func() { holder.Close(context.Background()) }, nil
 		}})
 	}
 	if u := env("POLYBUS_SQS_URL"); u != "" {
@@ -176,6 +200,27 @@ func peerBrokers(t *testing.T) []peerBroker {
 	return bs
 }
 
+// declaring declares a group before it subscribes.
+type declaring struct {
+	bench.Client
+	declare func(ctx context.Context, topic, group string) error
+}
+
+func (d declaring) Subscribe(ctx context.Context, topic, group string, consumers int, handle func([]byte)) (bench.Subscription, error) {
+	if err := d.declare(ctx, topic, group); err != nil {
+		return nil, err
+	}
+	return d.Client.Subscribe(ctx, topic, group, consumers, handle)
+}
+
+// Cleanup passes Cleaner on.
+func (d declaring) Cleanup(ctx context.Context, topic string) error {
+	if c, ok := d.Client.(bench.Cleaner); ok {
+		return c.Cleanup(ctx, topic)
+	}
+	return nil
+}
+
 // runBroker runs b's targets interleaved for rounds rounds.
 func runBroker(t *testing.T, b peerBroker, w bench.Workload, rounds, prefetch int, rate float64) *bench.Report {
 	ctx := t.Context()
@@ -195,15 +240,35 @@ func runBroker(t *testing.T, b peerBroker, w bench.Workload, rounds, prefetch in
 	rep.Baseline = baseline
 	rep.Versions = versions()
 	rep.Notes = append(rep.Notes, "broker "+redact(b.url), fmt.Sprintf("%d rounds, targets interleaved; prefetch %d", rounds, prefetch))
+	if n := os.Getenv("POLYBUS_BENCH_" + strings.ToUpper(b.name) + "_N"); n != "" {
+		w.Messages = envInt(t, strings.ToUpper(b.name)+"_N", 0)
+	} else if b.name == "sqs" {
+		// ElasticMQ takes a few hundred messages a second.
+		w.Messages = max(w.Messages/20, 100)
+	}
+	if os.Getenv("POLYBUS_BENCH_STEADY") == "" {
+		w.SteadyMessages = max(w.Messages/2, 1)
+	}
+	if rate == 0 && len(kept) > 0 {
+		rate = calibrate(t, kept[0], w)
+		if rate == 0 {
+			return nil
+		}
+		rep.Notes = append(rep.Notes, fmt.Sprintf("steady rate %.0f msgs/s, from a calibration run of %s (not reported)", rate, kept[0].name))
+	}
+	if os.Getenv("POLYBUS_BENCH_STEADY") == "" {
+		// About 15 seconds of steady load.
+		w.SteadyMessages = min(w.Messages/2, max(int(rate*15), 500))
+	}
+	w.Rate = rate
+	rep.Workload.Messages, rep.Workload.SteadyMessages, rep.Workload.Rate = w.Messages, w.SteadyMessages, rate
 	failed := map[string]bool{}
 	for round := 1; round <= rounds; round++ {
 		for _, tg := range kept {
 			if failed[tg.name] {
 				continue
 			}
-			ww := w
-			ww.Rate = rate
-			res, err := runTarget(ctx, tg, ww)
+			res, err := runTarget(ctx, tg, w)
 			for i := range res {
 				res[i].Round = round
 			}
@@ -214,24 +279,34 @@ func runBroker(t *testing.T, b peerBroker, w bench.Workload, rounds, prefetch in
 				failed[tg.name] = true
 				continue
 			}
-			if rate == 0 {
-				// The first run (polybus's, in round 1) fixes the rate for
-				// every target of this broker.
-				for _, r := range res {
-					if r.Phase == bench.PhaseSteady {
-						rate = r.Rate
-					}
-				}
-				rep.Workload.Rate = rate
-				rep.Notes = append(rep.Notes, fmt.Sprintf("steady rate %.0f msgs/s, from %s's round-1 publish and consume throughputs", rate, tg.name))
-			}
 			t.Logf("%s round %d %s: %s", b.name, round, tg.name, brief(res))
 		}
 	}
-	if rep.Workload.Rate == 0 {
-		rep.Workload.Rate = rate
-	}
 	return rep
+}
+
+// calibrate runs tg once with the engine's own rate (half the slower of
+// its publish and consume throughputs) and returns that rate, or, when the
+// steady phase could not keep up with it (a steady phase publishes one
+// message per call, which batching does not help), half of what the steady
+// phase achieved.
+func calibrate(t *testing.T, tg peerTarget, w bench.Workload) float64 {
+	w.Rate = 0
+	res, err := runTarget(t.Context(), tg, w)
+	if err != nil {
+		t.Errorf("calibration run of %s: %v", tg.name, err)
+		return 0
+	}
+	t.Logf("calibration %s: %s", tg.name, brief(res))
+	for _, r := range res {
+		if r.Phase == bench.PhaseSteady {
+			if r.MsgsPerSec < 0.9*r.Rate {
+				return math.Max(1, math.Floor(r.MsgsPerSec/2))
+			}
+			return r.Rate
+		}
+	}
+	return 0
 }
 
 func runTarget(ctx context.Context, tg peerTarget, w bench.Workload) ([]bench.Result, error) {
