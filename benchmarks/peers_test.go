@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+
 	"github.com/polybus/polybus"
 	_ "github.com/polybus/polybus/adapters/kafka"  // kafka://
 	_ "github.com/polybus/polybus/adapters/memory" // mem://
@@ -131,10 +134,16 @@ func peerBrokers(t *testing.T) []peerBroker {
 		if err != nil {
 			return nil, "", nil, err
 		}
-		return []peerTarget{
+		return append([]peerTarget{
 			polyTarget(emb.url, prefetch, nil),
 			{name: "raw-nats.go", open: func(context.Context) (bench.Client, error) { return NewRawNATSEmbedded(holder, prefetch) }},
-		}, "raw-nats.go", func() { holder.Close(context.Background()) }, nil
+		}, watermillNATSTargets(func() (*natsgo.Conn, error) {
+			var srv *server.Server
+			if !holder.Publisher().As(&srv) {
+				return nil, fmt.Errorf("no embedded server")
+			}
+			return natsgo.Connect("", natsgo.InProcessServer(srv))
+		}, prefetch)...), "raw-nats.go", func() { holder.Close(context.Background()) }, nil
 	}
 	bs = append(bs, emb)
 	env := func(v string) string { return os.Getenv(v) }
@@ -151,7 +160,7 @@ func peerBrokers(t *testing.T) []peerBroker {
 			return append([]peerTarget{
 				polyTarget(u, prefetch, nil),
 				{name: "raw-nats.go", open: func(ctx context.Context) (bench.Client, error) { return NewRawNATS(ctx, u, prefetch) }},
-			}, watermillNATSTargets(u, prefetch)...), "raw-nats.go", func() {}, nil
+			}, watermillNATSTargets(func() (*natsgo.Conn, error) { return natsgo.Connect(strings.SplitN(u, "?", 2)[0]) }, prefetch)...), "raw-nats.go", func() {}, nil
 		}})
 	}
 	if u := env("POLYBUS_AMQP_URL"); u != "" {
@@ -219,6 +228,13 @@ func (d declaring) Cleanup(ctx context.Context, topic string) error {
 		return c.Cleanup(ctx, topic)
 	}
 	return nil
+}
+
+func watermillNATSTargets(connect func() (*natsgo.Conn, error), prefetch int) []peerTarget {
+	return []peerTarget{
+		{name: "watermill-nats", open: func(context.Context) (bench.Client, error) { return NewWatermillNATS(connect, prefetch, false) }},
+		{name: "watermill-nats-tuned", open: func(context.Context) (bench.Client, error) { return NewWatermillNATS(connect, prefetch, true) }},
+	}
 }
 
 // runBroker runs b's targets interleaved for rounds rounds.
