@@ -237,6 +237,13 @@ func watermillNATSTargets(connect func() (*natsgo.Conn, error), prefetch int) []
 	}
 }
 
+func watermillAMQPTargets(url string, prefetch int) []peerTarget {
+	return []peerTarget{
+		{name: "watermill-amqp", open: func(context.Context) (bench.Client, error) { return NewWatermillAMQP(url, prefetch, false) }},
+		{name: "watermill-amqp-tuned", open: func(context.Context) (bench.Client, error) { return NewWatermillAMQP(url, prefetch, true) }},
+	}
+}
+
 // runBroker runs b's targets interleaved for rounds rounds.
 func runBroker(t *testing.T, b peerBroker, w bench.Workload, rounds, prefetch int, rate float64) *bench.Report {
 	ctx := t.Context()

@@ -26,5 +26,4 @@ func versions() map[string]string {
 // The Watermill targets of the brokers; none until they are added.
 var (
 	watermillKafkaTargets = func(url string, prefetch int) []peerTarget { return nil }
-	watermillAMQPTargets  = func(url string, prefetch int) []peerTarget { return nil }
 )
