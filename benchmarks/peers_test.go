@@ -244,6 +244,13 @@ func watermillAMQPTargets(url string, prefetch int) []peerTarget {
 	}
 }
 
+func watermillKafkaTargets(url string, prefetch int) []peerTarget {
+	return []peerTarget{
+		{name: "watermill-kafka", open: func(context.Context) (bench.Client, error) { return NewWatermillKafka(url, prefetch, false) }},
+		{name: "watermill-kafka-tuned", open: func(context.Context) (bench.Client, error) { return NewWatermillKafka(url, prefetch, true) }},
+	}
+}
+
 // runBroker runs b's targets interleaved for rounds rounds.
 func runBroker(t *testing.T, b peerBroker, w bench.Workload, rounds, prefetch int, rate float64) *bench.Report {
 	ctx := t.Context()

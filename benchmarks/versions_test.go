@@ -22,8 +22,3 @@ func versions() map[string]string {
 	}
 	return v
 }
-
-// The Watermill targets of the brokers; none until they are added.
-var (
-	watermillKafkaTargets = func(url string, prefetch int) []peerTarget { return nil }
-)
