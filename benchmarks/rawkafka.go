@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +23,12 @@ const KafkaPartitions = 8
 // topics created ahead with KafkaPartitions partitions (replication 1); a
 // kafka.Writer per publisher on one shared Transport, acks=all, murmur2
 // partitioning on the key, MaxAttempts 1, a publish call written as one
-// batch (BatchSize = the call, BatchTimeout 1ms, BatchBytes 16 MiB); a
+// batch (BatchSize = the call, BatchBytes 16 MiB, and a
+// BatchTimeout of 20µs: polybus writes a call's records at once, with no
+// linger, while a Writer's partial batch waits for BatchTimeout, 1s when
+// zero; a 1ms one, as in adapters/kafka/bench_test.go, put the steady
+// phase's one-message calls at a p50 of 80ms; POLYBUS_BENCH_KAFKA_LINGER
+// sets it); a
 // kafka.Reader per consumer in the group (MinBytes 1, MaxBytes 16 MiB,
 // MaxWait 500ms, QueueCapacity prefetch, heartbeat 1s, session 10s, from
 // the earliest offset), FetchMessage then the handler, and the handled
@@ -91,7 +97,7 @@ func (k *RawKafka) Publisher(ctx context.Context, topic string) (bench.Publisher
 	w := &kafkago.Writer{
 		Transport: k.tr, Addr: kafkago.TCP(k.brokers...), Topic: topic,
 		Balancer: &kafkago.Murmur2Balancer{}, MaxAttempts: 1,
-		BatchSize: max(k.batch, 1), BatchBytes: 16 << 20, BatchTimeout: time.Millisecond,
+		BatchSize: max(k.batch, 1), BatchBytes: 16 << 20, BatchTimeout: kafkaBatchTimeout,
 		RequiredAcks: kafkago.RequireAll,
 	}
 	return &kafkaPub{w: w}, nil
@@ -243,3 +249,11 @@ func (s *loopSub) Close(ctx context.Context) error {
 	defer s.mu.Unlock()
 	return s.err
 }
+
+// kafkaBatchTimeout is the raw Writer's BatchTimeout.
+var kafkaBatchTimeout = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("POLYBUS_BENCH_KAFKA_LINGER")); err == nil {
+		return d
+	}
+	return 20 * time.Microsecond
+}()
