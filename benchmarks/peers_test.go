@@ -45,7 +45,7 @@ import (
 // messages; default about 15 seconds' worth at the rate, at most N/2),
 // BROKERS (a comma-separated subset of mem,embedded,kafka,nats,rabbitmq,
 // sqs) and TARGETS (a comma-separated list of target name prefixes:
-// polybus, raw, watermill).
+// polybus, raw, watermill, gocdk).
 func TestPeers(t *testing.T) {
 	if os.Getenv("POLYBUS_BENCH_PEERS") != "1" {
 		t.Skip("set POLYBUS_BENCH_PEERS=1 (make bench-peers)")
@@ -123,6 +123,7 @@ func peerBrokers(t *testing.T) []peerBroker {
 			polyTarget(bs[0].url, prefetch, nil),
 			{name: "watermill-gochannel", open: func(context.Context) (bench.Client, error) { return NewWatermillGoChannel(0), nil }},
 			{name: "watermill-gochannel-tuned", open: func(context.Context) (bench.Client, error) { return NewWatermillGoChannel(int64(prefetch)), nil }},
+			{name: "gocdk-mempubsub", open: func(context.Context) (bench.Client, error) { return NewGoCDKMem(), nil }},
 		}, "watermill-gochannel-tuned", func() {}, nil
 	}
 	dir := t.TempDir()
@@ -187,6 +188,7 @@ func peerBrokers(t *testing.T) []peerBroker {
 			return append([]peerTarget{
 				poly,
 				{name: "raw-amqp091-go", open: func(context.Context) (bench.Client, error) { return NewRawRabbitMQ(u, prefetch) }},
+				{name: "gocdk-rabbitpubsub", open: func(context.Context) (bench.Client, error) { return NewGoCDKRabbit(u) }},
 			}, watermillAMQPTargets(u, prefetch)...), "raw-amqp091-go", func() { holder.Close(context.Background()) }, nil
 		}})
 	}
@@ -203,6 +205,7 @@ func peerBrokers(t *testing.T) []peerBroker {
 			return []peerTarget{
 				polyTarget(u, prefetch, cleanup),
 				{name: "raw-aws-sdk-go-v2", open: func(context.Context) (bench.Client, error) { return NewRawSQS(holder) }},
+				{name: "gocdk-awssnssqs", open: func(context.Context) (bench.Client, error) { return NewGoCDKSQS(holder) }},
 			}, "raw-aws-sdk-go-v2", func() { holder.Close(context.Background()) }, nil
 		}})
 	}
