@@ -11,7 +11,7 @@ BROKERS := scripts/brokers
 ENV_FILE := $(POLYBUS_CACHE)/brokers.env
 GOTEST := go test -race -count=1
 
-.PHONY: help brokers brokers-down brokers-status test smoke restart-check bench-inprocess bench-peers
+.PHONY: help brokers brokers-down brokers-status test smoke restart-check bench-inprocess bench bench-memory bench-peers
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -38,6 +38,20 @@ bench-inprocess: ## polybus mem:// against a bare channel and Watermill's GoChan
 	cd benchmarks && go test -run '^$$' -bench InProcess -benchmem -count 6 . | tee /tmp/polybus-inprocess.txt
 	cd benchmarks && go run golang.org/x/perf/cmd/benchstat@latest /tmp/polybus-inprocess.txt
 
-bench-peers: ## polybus, raw clients and Watermill on mem://, embedded:// and every broker in brokers.env, interleaved (benchmarks/out/peers*.json)
-	set -o pipefail; if [ -f $(ENV_FILE) ]; then . $(ENV_FILE); fi; \
+BENCH_OUT ?= bench-out
+BENCH_ARGS ?= -n 100000 --rounds 3
+
+bench: brokers ## polybus bench on every broker scripts/brokers started, plus embedded:// and mem:// (JSON + HTML in $(BENCH_OUT))
+	mkdir -p $(BENCH_OUT)
+	. $(ENV_FILE) && go run ./cmd/polybus bench $(BENCH_ARGS) --url embedded://$$(mktemp -d) --url mem:// \
+		--url "$$POLYBUS_KAFKA_URL" --url "$$POLYBUS_NATS_URL" --url "$$POLYBUS_AMQP_URL" --url "$$POLYBUS_SQS_URL" \
+		--json $(BENCH_OUT)/bench.json --html $(BENCH_OUT)/bench.html
+
+bench-memory: brokers ## the bench process's memory over a 1,000,000-message steady run on Kafka (heap samples in the JSON)
+	mkdir -p $(BENCH_OUT)
+	. $(ENV_FILE) && go run ./cmd/polybus bench --url "$$POLYBUS_KAFKA_URL" --phases steady --rate 15000 \
+		--steady-messages 1000000 --memory --json $(BENCH_OUT)/memory.json --html $(BENCH_OUT)/memory.html
+
+bench-peers: brokers ## polybus, the raw clients, Watermill and Go CDK on each broker, interleaved (benchmarks/out/peers*.json, .html)
+	set -o pipefail; . $(ENV_FILE) && \
 	  cd benchmarks && POLYBUS_BENCH_PEERS=1 go test -count=1 -run '^TestPeers$$' -v -timeout 90m . | tee /tmp/polybus-peers.txt

@@ -51,3 +51,18 @@ func TestRunMemory(t *testing.T) {
 	}
 	t.Log("\n" + table.String())
 }
+
+func TestTrend(t *testing.T) {
+	var res bench.Result
+	for i := range 8 {
+		res.Memory = append(res.Memory, bench.MemSample{Seconds: float64(i), HeapBytes: uint64(10 + i), RSSBytes: uint64(100 + 2*i)})
+	}
+	got, ok := res.Trend()
+	want := bench.MemoryTrend{HeapFirst: 10, HeapLast: 16, HeapMax: 17, RSSFirst: 101, RSSLast: 113, RSSMax: 114}
+	if !ok || got != want {
+		t.Fatalf("Trend = %+v, %v; want %+v", got, ok, want)
+	}
+	if _, ok := (bench.Result{Memory: res.Memory[:7]}).Trend(); ok {
+		t.Fatal("Trend of 7 samples is ok")
+	}
+}

@@ -66,20 +66,26 @@ type PolybusOptions struct {
 	// nowhere, at debug level for successes), dead-lettering, retry by
 	// redelivery and a one-minute timeout; false runs the handler bare.
 	Chain bool
-	// Cleanup removes a run's topic; nil leaves it.
-	Cleanup func(ctx context.Context, c *polybus.Client, topic string) error
+	// Cleanup removes a run's topics (sqs.DeleteTopics has this
+	// signature); nil leaves them.
+	Cleanup func(ctx context.Context, c *polybus.Client, topics []string) error
 }
 
 // Polybus returns a Client that opens url with polybus.Open (so the
-// adapter for url's scheme must be registered: import it, or
-// github.com/polybus/polybus/adapters/all). The connection is opened
-// at once, so an unreachable broker fails here.
+// adapter for url's scheme must be registered: import its package). The
+// connection is opened at once, so an unreachable broker fails here.
 func Polybus(ctx context.Context, url string, opts PolybusOptions) (Client, error) {
 	c, err := polybus.Open(ctx, url)
 	if err != nil {
 		return nil, err
 	}
-	return &polyClient{c: c, opts: opts}, nil
+	return FromClient(c, opts), nil
+}
+
+// FromClient returns a Client that runs the workload through c; its Close
+// closes c.
+func FromClient(c *polybus.Client, opts PolybusOptions) Client {
+	return &polyClient{c: c, opts: opts}
 }
 
 // chain is the DefaultChain of PolybusOptions.Chain.
@@ -175,7 +181,7 @@ func (p *polyClient) Cleanup(ctx context.Context, topic string) error {
 	if p.opts.Cleanup == nil {
 		return nil
 	}
-	return p.opts.Cleanup(ctx, p.c, topic)
+	return p.opts.Cleanup(ctx, p.c, []string{topic})
 }
 
 func (p *polyClient) Close(ctx context.Context) error { return p.c.Close(ctx) }

@@ -21,7 +21,9 @@
 //     j is due at start + j/rate; its payload carries that due time and the
 //     latency is measured from it to the handler call, so a publisher that
 //     falls behind makes the latency grow instead of hiding it (no
-//     coordinated omission). Latencies go into an HDR histogram.
+//     coordinated omission). A publisher that was early sleeps until the
+//     due time and starts the clock when it wakes, since Go's timers can
+//     wake it up to a millisecond late. Latencies go into an HDR histogram.
 //
 // Each phase reports messages per second, megabytes per second, the CPU
 // time and heap allocations of this process per message (for an in-process

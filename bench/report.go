@@ -108,8 +108,12 @@ type Summary struct {
 	Rounds     int     `json:"rounds"`
 	MsgsPerSec Stat    `json:"msgs_per_sec"`
 	MBPerSec   float64 `json:"mb_per_sec"`
+	// Rate is the steady phase's target rate (the median, if rounds
+	// differ).
+	Rate float64 `json:"rate,omitempty"`
 	// Ratio is the median throughput over the baseline's, for the same
-	// phase; LatencyRatio the median p99 over the baseline's.
+	// phase; LatencyRatio the median p99 over the baseline's, given only
+	// when both ran at the same rate.
 	Ratio        float64 `json:"ratio,omitempty"`
 	LatencyRatio float64 `json:"p99_ratio,omitempty"`
 	// P50..P999 are medians over the rounds, microseconds (steady).
@@ -152,8 +156,9 @@ func (r *Report) Summarize() []Summary {
 	for _, k := range order {
 		rs := groups[k]
 		s := Summary{Target: k.target, Phase: k.phase, Rounds: len(rs)}
-		var tput, mb, cpu, allocs, p50, p90, p99, p999 []float64
+		var tput, mb, cpu, allocs, p50, p90, p99, p999, rates []float64
 		for _, res := range rs {
+			rates = append(rates, res.Rate)
 			tput = append(tput, res.MsgsPerSec)
 			mb = append(mb, res.MBPerSec)
 			cpu = append(cpu, res.CPUMicrosPerMsg)
@@ -165,7 +170,7 @@ func (r *Report) Summarize() []Summary {
 				p50, p90, p99, p999 = append(p50, l.P50), append(p90, l.P90), append(p99, l.P99), append(p999, l.P999)
 			}
 		}
-		s.MsgsPerSec, s.MBPerSec = statOf(tput), statOf(mb).Median
+		s.MsgsPerSec, s.MBPerSec, s.Rate = statOf(tput), statOf(mb).Median, statOf(rates).Median
 		s.CPUMicrosPerMsg, s.AllocsPerMsg = statOf(cpu).Median, statOf(allocs).Median
 		s.P50, s.P90, s.P99, s.P999 = statOf(p50), statOf(p90), statOf(p99), statOf(p999)
 		if len(p99) > 0 {
@@ -186,7 +191,7 @@ func (r *Report) Summarize() []Summary {
 				if b.MsgsPerSec.Median > 0 {
 					sums[i].Ratio = sums[i].MsgsPerSec.Median / b.MsgsPerSec.Median
 				}
-				if b.P99.Median > 0 {
+				if b.P99.Median > 0 && b.Rate == sums[i].Rate {
 					sums[i].LatencyRatio = sums[i].P99.Median / b.P99.Median
 				}
 			}
@@ -269,4 +274,55 @@ func ratio(r float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.2fx", r)
+}
+
+// MemoryTrend summarises a phase's memory samples: the medians of the
+// first and of the last quarter of the samples, and the largest, for the
+// heap and the resident set. ok is false with fewer than 8 samples.
+type MemoryTrend struct {
+	HeapFirst, HeapLast, HeapMax uint64
+	RSSFirst, RSSLast, RSSMax    uint64
+}
+
+// Trend returns the memory trend of res.
+func (res Result) Trend() (t MemoryTrend, ok bool) {
+	s := res.Memory
+	if len(s) < 8 {
+		return t, false
+	}
+	q := len(s) / 4
+	med := func(part []MemSample, f func(MemSample) uint64) uint64 {
+		v := make([]float64, len(part))
+		for i, m := range part {
+			v[i] = float64(f(m))
+		}
+		return uint64(statOf(v).Median)
+	}
+	heap := func(m MemSample) uint64 { return m.HeapBytes }
+	rssOf := func(m MemSample) uint64 { return m.RSSBytes }
+	t.HeapFirst, t.HeapLast = med(s[:q], heap), med(s[len(s)-q:], heap)
+	t.RSSFirst, t.RSSLast = med(s[:q], rssOf), med(s[len(s)-q:], rssOf)
+	for _, m := range s {
+		t.HeapMax, t.RSSMax = max(t.HeapMax, m.HeapBytes), max(t.RSSMax, m.RSSBytes)
+	}
+	return t, true
+}
+
+// WriteMemory writes one line per result with enough samples: its heap
+// and resident set in the first and last quarter of the phase, and their
+// peaks.
+func (r *Report) WriteMemory(w io.Writer) error {
+	mb := func(b uint64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
+	for _, res := range r.Results {
+		t, ok := res.Trend()
+		if !ok {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "memory %s %s (%d samples over %.0fs): heap %s (first quarter) -> %s (last quarter), peak %s; RSS %s -> %s, peak %s\n",
+			res.Target, res.Phase, len(res.Memory), res.Memory[len(res.Memory)-1].Seconds,
+			mb(t.HeapFirst), mb(t.HeapLast), mb(t.HeapMax), mb(t.RSSFirst), mb(t.RSSLast), mb(t.RSSMax)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

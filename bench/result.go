@@ -106,7 +106,8 @@ func latencyOf(h *hdrhistogram.Histogram) *Latency {
 		P999:  float64(h.ValueAtQuantile(99.9)),
 		Max:   float64(h.Max()),
 	}
-	for rest := 100.0; rest > 0.0001; rest /= 2 {
+	l.Curve = append(l.Curve, Point{Percentile: 0, Micros: float64(h.Min())})
+	for rest := 50.0; rest > 0.0001; rest /= 2 {
 		p := 100 - rest
 		l.Curve = append(l.Curve, Point{Percentile: p, Micros: float64(h.ValueAtQuantile(p))})
 	}

@@ -38,8 +38,10 @@ type Workload struct {
 	// phase (the steady phase publishes one at a time). Default 1.
 	Batch int `json:"batch"`
 	// Rate is the steady phase's open-loop rate in messages per second.
-	// Zero takes half of the slower of this run's publish and consume
-	// throughputs, which must then be run.
+	// Zero takes half of what the publish and consume phases measured
+	// would sustain together, 0.5/(1/publish + 1/consume): below
+	// saturation even when both share the machine's CPU with the broker.
+	// Those phases must then be run.
 	Rate float64 `json:"rate"`
 	// SteadyMessages is the number of messages of the steady phase.
 	// Default Messages.
@@ -119,6 +121,13 @@ func (w Workload) withDefaults() (Workload, error) {
 		return bad("the steady phase needs a rate when the publish and consume phases are not run")
 	}
 	return w, nil
+}
+
+// Validate checks w as Run does: an InvalidArgument error for a bad
+// field.
+func (w Workload) Validate() error {
+	_, err := w.withDefaults()
+	return err
 }
 
 // has reports whether w runs phase p.

@@ -110,7 +110,7 @@ type peerTarget struct {
 	open func(ctx context.Context) (bench.Client, error)
 }
 
-func polyTarget(url string, prefetch int, cleanup func(context.Context, *polybus.Client, string) error) peerTarget {
+func polyTarget(url string, prefetch int, cleanup func(context.Context, *polybus.Client, []string) error) peerTarget {
 	return peerTarget{name: "polybus", open: func(ctx context.Context) (bench.Client, error) {
 		return bench.Polybus(ctx, url, bench.PolybusOptions{Prefetch: prefetch, Unordered: os.Getenv("POLYBUS_BENCH_UNORDERED") == "1", Cleanup: cleanup})
 	}}
@@ -198,12 +198,8 @@ func peerBrokers(t *testing.T) []peerBroker {
 			if err != nil {
 				return nil, "", nil, err
 			}
-			cleanup := func(ctx context.Context, c *polybus.Client, topic string) error {
-				_, err := polysqs.DeleteTopic(ctx, c, topic)
-				return err
-			}
 			return []peerTarget{
-				polyTarget(u, prefetch, cleanup),
+				polyTarget(u, prefetch, polysqs.DeleteTopics),
 				{name: "raw-aws-sdk-go-v2", open: func(context.Context) (bench.Client, error) { return NewRawSQS(holder) }},
 				{name: "gocdk-awssnssqs", open: func(context.Context) (bench.Client, error) { return NewGoCDKSQS(holder) }},
 			}, "raw-aws-sdk-go-v2", func() { holder.Close(context.Background()) }, nil

@@ -19,7 +19,7 @@ import (
 // Metadata keys that the buses set, under message.MetadataPrefix.
 const (
 	// KeyType is the message's type name (TypeName).
-	KeyType = message.MetadataPrefix + "type"
+	KeyType = message.KeyType
 	// KeyKind is "event", "command", "query" or "reply".
 	KeyKind = message.MetadataPrefix + "kind"
 	// KeyContentType is the codec's content type.
@@ -89,6 +89,13 @@ type Options struct {
 	// Logger receives the bus's own events (a reply that could not be
 	// published). Default slog.Default().
 	Logger *slog.Logger
+	// Validate, when set, checks every event, command and query that
+	// Publish, Send and Ask build, before it is published; an error fails
+	// the call with InvalidArgument and nothing is sent. Use
+	// (*schema.Registry).ValidateMessage to validate against JSON Schemas
+	// (the message's type is in KeyType; give its version with
+	// WithHeader(message.KeySchemaVersion, "2")). Default nil.
+	Validate func(*message.Message) error
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$`)

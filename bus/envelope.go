@@ -84,6 +84,11 @@ func (b *Bus) encode(ctx context.Context, op, kind, typ string, v any, opts []Pu
 		delete(m.Metadata, KeyContentType)
 	}
 	Stamp(ctx, m)
+	if b.opts.Validate != nil {
+		if err := b.opts.Validate(m); err != nil {
+			return nil, message.Errorf(message.InvalidArgument, op, "%s %s, nothing sent: %w", kind, typ, err)
+		}
+	}
 	return m, nil
 }
 

@@ -3,6 +3,7 @@ package eventstore
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"reflect"
 	"time"
 
@@ -23,6 +24,31 @@ type Options struct {
 	SnapshotEvery int64
 	// Now is the clock stamped on appended events. Default time.Now.
 	Now func() time.Time
+	// Upcaster, when set, rewrites every event read (Load, ReadStream,
+	// ReadAll, Query, Decode) from the version of its type it was stored
+	// at to the newest, before it is decoded, so the registered Go type
+	// is always the newest version's (package schema's *Upcasters is
+	// one). Stored events are never rewritten. When it also implements
+	// [VersionStamper], events appended with Data get the newest
+	// version's metadata. Default nil: data is decoded as stored.
+	Upcaster Upcaster
+}
+
+// Upcaster brings an event's encoded data up to its type's newest
+// version. It returns data and md unchanged for an event already at the
+// newest version (or of a type it knows nothing of), and must not modify
+// data or md in place. An error is returned by the read, with its code
+// (package schema gives Permanent).
+type Upcaster interface {
+	Upcast(eventType string, md message.Metadata, data []byte) ([]byte, message.Metadata, error)
+}
+
+// VersionStamper is implemented by an Upcaster that also marks new
+// events: Stamp returns md (a copy, when it changes it) carrying the
+// version that an event of eventType encoded from its Go type has, the
+// newest.
+type VersionStamper interface {
+	Stamp(eventType string, md message.Metadata) message.Metadata
 }
 
 // Store is an event store: typed, validated access to a Driver.
@@ -164,6 +190,9 @@ func (s *Store) records(ctx context.Context, stream string, expected ExpectedVer
 				return nil, message.Errorf(message.InvalidArgument, op, "encode %s: %w", e.Type, err)
 			}
 			e.Raw = raw
+			if vs, ok := s.opts.Upcaster.(VersionStamper); ok {
+				e.Metadata = vs.Stamp(e.Type, e.Metadata)
+			}
 		}
 		for k := range e.Metadata {
 			if k == "" {
@@ -190,6 +219,14 @@ func (s *Store) records(ctx context.Context, stream string, expected ExpectedVer
 // Decode turns a record into an Event, decoding its data into a value of
 // the type registered for its Type (Data stays nil when none is).
 func (s *Store) Decode(r Record) (*Event, error) {
+	if s.opts.Upcaster != nil {
+		data, md, err := s.opts.Upcaster.Upcast(r.Type, r.Metadata, r.Data)
+		if err != nil {
+			return nil, message.Wrap(message.CodeOf(err), "eventstore: decode",
+				fmt.Errorf("upcast event %s (stream %q version %d) of type %q: %w", r.ID, r.Stream, r.Version, r.Type, err))
+		}
+		r.Data, r.Metadata = data, md
+	}
 	e := &Event{ID: r.ID, Stream: r.Stream, Version: r.Version, Position: r.Position, Type: r.Type,
 		Raw: r.Data, Metadata: r.Metadata, Time: r.Time}
 	if t, ok := s.opts.Registry.TypeOf(r.Type); ok {

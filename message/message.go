@@ -32,6 +32,18 @@ const (
 	KeyDLQAttempts     = MetadataPrefix + "dlq-attempts"
 	KeyDLQFirstFailure = MetadataPrefix + "dlq-first-failure"
 	KeyDLQLastFailure  = MetadataPrefix + "dlq-last-failure"
+	// KeyType carries the name of the message's type, such as
+	// "OrderPlaced": the CloudEvents "type" attribute. The buses (package
+	// bus) and package schema set it.
+	KeyType = MetadataPrefix + "type"
+	// KeySchemaVersion carries the version (1, 2, ...) of the type's schema
+	// that the payload was written with, in decimal; a message without it
+	// is version 1 (package schema).
+	KeySchemaVersion = MetadataPrefix + "schema-version"
+	// KeyDataSchema carries a URI naming that schema and version: the
+	// CloudEvents "dataschema" attribute (package schema). It is
+	// informative; KeySchemaVersion is what polybus reads.
+	KeyDataSchema = MetadataPrefix + "dataschema"
 )
 
 // Metadata holds a message's string headers. A nil Metadata is empty and

@@ -99,7 +99,7 @@ shown as xxxxx in every line polybus prints.
 	pf.DurationVar(&a.connectTimeout, "connect-timeout", 0, "how long to wait for the broker to answer (default 5s, or the config file's connect_timeout)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log polybus's info and debug lines to stderr")
 
-	root.AddCommand(a.demoCommand(), a.pubCommand(), a.subCommand(), a.dlqCommand(), a.conformanceCommand(), a.eventsCommand(), a.sagaCommand())
+	root.AddCommand(a.demoCommand(), a.pubCommand(), a.subCommand(), a.dlqCommand(), a.conformanceCommand(), a.eventsCommand(), a.sagaCommand(), a.benchCommand(), a.schemaCommand())
 	return root
 }
 

@@ -24,9 +24,13 @@ const exitCodesHelp = `Exit status:
   0    success
   1    failure: the operation failed (a broker error, a message not
        published, a dead letter not replayed, a conformance test failed),
-       or sub --timeout passed before --count messages arrived
+       or sub --timeout passed before --count messages arrived, or schema
+       check found an incompatible change or a broken contract (schema
+       diff --mode: the change is incompatible under that mode)
   2    usage: unknown command or flag, bad argument, malformed URL, unknown
-       scheme, unknown URL option, invalid config file or unknown profile
+       scheme, unknown URL option, invalid config file or unknown profile,
+       a schema directory, schema, mode or contract file that is missing
+       or does not parse
   3    unavailable: the broker did not answer within --connect-timeout, or
        the connection failed
   4    dlq depth: the depth is above --threshold

@@ -8,6 +8,7 @@
 //	polybus dlq ls --topic orders.dlq              list dead letters without consuming them
 //	polybus dlq replay --topic orders.dlq --all    republish them to their topics
 //	polybus conformance --url nats://host:4222     prove a broker's delivery semantics
+//	polybus schema check ./schemas                 gate CI on schema compatibility and contracts
 //
 // The broker comes from --url, else $POLYBUS_URL, else polybus.yaml (see
 // package config), else embedded:// (an in-process NATS JetStream server
