@@ -196,7 +196,8 @@ func NewGoCDKMem() *GoCDK {
 // NewGoCDKRabbit is rabbitpubsub on a connection of its own. Go CDK
 // declares nothing: the client declares a durable fanout exchange per
 // topic (what Go CDK asks for) and a durable quorum queue per group
-// (topic.group) bound to it. Publishes are confirmed (Go CDK waits for
+// (topic.group) bound to it, with one Subscription per group for the
+// client's life (as mempubsub). Publishes are confirmed (Go CDK waits for
 // the confirms); the subscription keeps Go CDK's default prefetch.
 func NewGoCDKRabbit(url string) (*GoCDK, error) {
 	conn, err := amqp.Dial(url)
@@ -221,7 +222,9 @@ func NewGoCDKRabbit(url string) (*GoCDK, error) {
 		}
 		return ch.QueueBind(q, "", topic, false, nil)
 	}
-	g := &GoCDK{closeFn: conn.Close}
+	// A Subscription per group for the client's life: shut down and
+	// reopened between phases, the new one sometimes received nothing.
+	g := &GoCDK{closeFn: conn.Close, keepSubs: true}
 	g.openTopic = func(_ context.Context, topic string) (*pubsub.Topic, error) {
 		if err := declare(topic, ""); err != nil {
 			return nil, err

@@ -297,6 +297,7 @@ func runBroker(t *testing.T, b peerBroker, w bench.Workload, rounds, prefetch in
 			if failed[tg.name] {
 				continue
 			}
+			began := time.Now()
 			res, err := runTarget(ctx, tg, w)
 			for i := range res {
 				res[i].Round = round
@@ -308,7 +309,7 @@ func runBroker(t *testing.T, b peerBroker, w bench.Workload, rounds, prefetch in
 				failed[tg.name] = true
 				continue
 			}
-			t.Logf("%s round %d %s: %s", b.name, round, tg.name, brief(res))
+			t.Logf("%s round %d %s (%.1fs): %s", b.name, round, tg.name, time.Since(began).Seconds(), brief(res))
 		}
 	}
 	return rep
