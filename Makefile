@@ -11,7 +11,7 @@ BROKERS := scripts/brokers
 ENV_FILE := $(POLYBUS_CACHE)/brokers.env
 GOTEST := go test -race -count=1
 
-.PHONY: help brokers brokers-down brokers-status test smoke restart-check bench-inprocess bench bench-memory
+.PHONY: help brokers brokers-down brokers-status test smoke restart-check bench-inprocess bench bench-memory bench-peers
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -51,3 +51,7 @@ bench-memory: brokers ## the bench process's memory over a 1,000,000-message ste
 	mkdir -p $(BENCH_OUT)
 	. $(ENV_FILE) && go run ./cmd/polybus bench --url "$$POLYBUS_KAFKA_URL" --phases steady --rate 15000 \
 		--steady-messages 1000000 --memory --json $(BENCH_OUT)/memory.json --html $(BENCH_OUT)/memory.html
+
+bench-peers: brokers ## polybus, the raw clients, Watermill and Go CDK on each broker, interleaved (benchmarks/out/peers*.json, .html)
+	set -o pipefail; . $(ENV_FILE) && \
+	  cd benchmarks && POLYBUS_BENCH_PEERS=1 go test -count=1 -run '^TestPeers$$' -v -timeout 90m . | tee /tmp/polybus-peers.txt
