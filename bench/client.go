@@ -144,41 +144,69 @@ func (p *polyClient) Subscribe(ctx context.Context, topic, group string, consume
 		handle(m.Payload)
 		return nil
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &polySub{cancel: cancel, errs: make(chan error, consumers)}
+	s, ctx := NewConsumers(ctx)
 	for range consumers {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.Go(func() {
 			if err := p.c.Subscriber().Subscribe(ctx, topic, h, opts...); err != nil && !errors.Is(err, context.Canceled) {
-				s.errs <- err
+				s.Fail(err)
 			}
-		}()
+		})
 	}
 	return s, nil
 }
 
-type polySub struct {
+// Consumers is the Subscription of a Client whose consumers are
+// goroutines: start each with Go, under the context NewConsumers returns,
+// and report their errors with Fail. Close cancels that context, waits for
+// the goroutines as long as its own context allows, runs OnClose, and
+// returns the first error reported.
+type Consumers struct {
+	// OnClose, when set, runs in Close after the goroutines ended (to
+	// close channels or subscriptions); it may call Fail.
+	OnClose func()
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	errs   chan error
+	mu     sync.Mutex
+	err    error
 }
 
-func (s *polySub) Close(ctx context.Context) error {
-	s.cancel()
+// NewConsumers returns empty Consumers and the context their goroutines
+// run under: it keeps ctx's values, not its cancellation; Close ends it.
+func NewConsumers(ctx context.Context) (*Consumers, context.Context) {
+	c := &Consumers{}
+	ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	return c, ctx
+}
+
+// Go runs f in a goroutine that Close waits for.
+func (c *Consumers) Go(f func()) { c.wg.Go(f) }
+
+// Fail records err; Close returns the first one recorded.
+func (c *Consumers) Fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+}
+
+// Close stops the consumers; see Consumers.
+func (c *Consumers) Close(ctx context.Context) error {
+	c.cancel()
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { c.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		return fmt.Errorf("bench: consumers did not stop: %w", ctx.Err())
 	}
-	close(s.errs)
-	var errs []error
-	for err := range s.errs {
-		errs = append(errs, err)
+	if c.OnClose != nil {
+		c.OnClose()
 	}
-	return errors.Join(errs...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 func (p *polyClient) Cleanup(ctx context.Context, topic string) error {

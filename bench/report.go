@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -176,7 +177,7 @@ func (r *Report) Summarize() []Summary {
 		if len(p99) > 0 {
 			var best *Latency
 			for _, res := range rs {
-				if l := res.Latency; l != nil && (best == nil || abs(l.P99-s.P99.Median) < abs(best.P99-s.P99.Median)) {
+				if l := res.Latency; l != nil && (best == nil || math.Abs(l.P99-s.P99.Median) < math.Abs(best.P99-s.P99.Median)) {
 					best = l
 				}
 			}
@@ -199,13 +200,6 @@ func (r *Report) Summarize() []Summary {
 	}
 	r.Summaries = sums
 	return sums
-}
-
-func abs(f float64) float64 {
-	if f < 0 {
-		return -f
-	}
-	return f
 }
 
 // WriteJSON writes the report, with its summaries, as indented JSON.

@@ -6,7 +6,6 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -152,18 +151,10 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-var allocMetrics = []metrics.Sample{
-	{Name: "/gc/heap/allocs:objects"},
-	{Name: "/gc/heap/allocs:bytes"},
-}
-
-var allocMu sync.Mutex
-
 func heapAllocs() (objects, bytes uint64) {
-	allocMu.Lock()
-	defer allocMu.Unlock()
-	metrics.Read(allocMetrics)
-	return allocMetrics[0].Value.Uint64(), allocMetrics[1].Value.Uint64()
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
 }
 
 // sampler records MemSamples every 250ms, at most maxSamples of them

@@ -154,13 +154,14 @@ type tracker struct {
 	end     atomic.Int64   // Unix nanos of the n-th distinct one
 	done    chan struct{}
 
-	// markers: the warm-up round this tracker waits for, and its bits.
-	markerRound atomic.Uint64
-	markerBits  []atomic.Uint64
-	markerSeen  atomic.Int64
+	// markers: the warm-up round this tracker waits for, and its bits
+	// (all under markerMu).
+	markerMu    sync.Mutex
+	markerRound uint64
+	markerBits  []uint64
+	markerSeen  int64
 	markerN     int64
 	markersDone chan struct{}
-	markerMu    sync.Mutex
 
 	latMu sync.Mutex
 	lat   *hdrhistogram.Histogram // steady phase only
@@ -190,10 +191,10 @@ func newTracker(base uint64, n, keys, markers int, latency bool) *tracker {
 func (t *tracker) expectMarkers(round uint64) <-chan struct{} {
 	t.markerMu.Lock()
 	defer t.markerMu.Unlock()
-	t.markerBits = make([]atomic.Uint64, (t.markerN+63)/64)
-	t.markerSeen.Store(0)
+	t.markerBits = make([]uint64, (t.markerN+63)/64)
+	t.markerSeen = 0
 	t.markersDone = make(chan struct{})
-	t.markerRound.Store(round)
+	t.markerRound = round
 	return t.markersDone
 }
 
@@ -249,11 +250,15 @@ func (t *tracker) marker(seq uint64) {
 	round, i := (seq&^markerBit)>>32, int64(seq&math.MaxUint32)
 	t.markerMu.Lock()
 	defer t.markerMu.Unlock()
-	if round != t.markerRound.Load() || i >= t.markerN || t.markerBits == nil {
+	if round != t.markerRound || i >= t.markerN || t.markerBits == nil {
 		return
 	}
 	word, bit := &t.markerBits[i/64], uint64(1)<<(i%64)
-	if word.Or(bit)&bit == 0 && t.markerSeen.Add(1) == t.markerN {
+	if *word&bit != 0 {
+		return
+	}
+	*word |= bit
+	if t.markerSeen++; t.markerSeen == t.markerN {
 		close(t.markersDone)
 	}
 }

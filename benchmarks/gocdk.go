@@ -117,24 +117,23 @@ func (g *GoCDK) Subscribe(ctx context.Context, topic, group string, consumers in
 			g.mu.Unlock()
 		}
 	}
-	s := &loopSub{}
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s, ctx := bench.NewConsumers(ctx)
 	if !g.keepSubs {
-		s.closer = func() {
+		s.OnClose = func() {
 			sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			if err := sub.Shutdown(sctx); err != nil {
-				s.fail(err)
+				s.Fail(err)
 			}
 		}
 	}
 	for range consumers {
-		s.wg.Go(func() {
+		s.Go(func() {
 			for {
 				m, err := sub.Receive(ctx)
 				if err != nil {
 					if ctx.Err() == nil {
-						s.fail(err)
+						s.Fail(err)
 					}
 					return
 				}

@@ -154,8 +154,7 @@ func (k *RawKafka) Subscribe(ctx context.Context, topic, group string, consumers
 	if err := k.ensure(ctx, topic); err != nil {
 		return nil, err
 	}
-	s := &loopSub{}
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s, ctx := bench.NewConsumers(ctx)
 	for range consumers {
 		r := kafkago.NewReader(kafkago.ReaderConfig{
 			Brokers: k.brokers, GroupID: group, Topic: topic,
@@ -165,24 +164,21 @@ func (k *RawKafka) Subscribe(ctx context.Context, topic, group string, consumers
 			RebalanceTimeout: 30 * time.Second,
 		})
 		commits := make(chan kafkago.Message, k.prefetch)
-		s.wg.Add(2)
-		go func() {
-			defer s.wg.Done()
+		s.Go(func() {
 			defer close(commits)
 			for {
 				m, err := r.FetchMessage(ctx)
 				if err != nil {
 					if ctx.Err() == nil {
-						s.fail(err)
+						s.Fail(err)
 					}
 					return
 				}
 				handle(m.Value)
 				commits <- m
 			}
-		}()
-		go func() {
-			defer s.wg.Done()
+		})
+		s.Go(func() {
 			defer r.Close()
 			batch := make([]kafkago.Message, 0, k.prefetch)
 			for m := range commits {
@@ -201,11 +197,11 @@ func (k *RawKafka) Subscribe(ctx context.Context, topic, group string, consumers
 				}
 				cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				if err := r.CommitMessages(cctx, batch...); err != nil && ctx.Err() == nil {
-					s.fail(err)
+					s.Fail(err)
 				}
 				cancel()
 			}
-		}()
+		})
 	}
 	return s, nil
 }
@@ -213,41 +209,6 @@ func (k *RawKafka) Subscribe(ctx context.Context, topic, group string, consumers
 func (k *RawKafka) Close(context.Context) error {
 	k.tr.CloseIdleConnections()
 	return nil
-}
-
-// loopSub is a Subscription of goroutines that stop when cancel is
-// called; the first error they report is returned by Close.
-type loopSub struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	err    error
-	closer func() // optional, after the goroutines ended
-}
-
-func (s *loopSub) fail(err error) {
-	s.mu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.mu.Unlock()
-}
-
-func (s *loopSub) Close(ctx context.Context) error {
-	s.cancel()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("consumers did not stop: %w", ctx.Err())
-	}
-	if s.closer != nil {
-		s.closer()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
 }
 
 // kafkaBatchTimeout is the raw Writer's BatchTimeout.

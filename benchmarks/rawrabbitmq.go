@@ -120,10 +120,9 @@ func (r *RawRabbitMQ) Subscribe(ctx context.Context, topic, group string, consum
 	if err := r.declare(topic, group); err != nil {
 		return nil, err
 	}
-	s := &loopSub{}
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s, ctx := bench.NewConsumers(ctx)
 	var chans []*amqp.Channel
-	s.closer = func() {
+	s.OnClose = func() {
 		for _, ch := range chans {
 			ch.Close()
 		}
@@ -145,21 +144,19 @@ func (r *RawRabbitMQ) Subscribe(ctx context.Context, topic, group string, consum
 			s.Close(ctx)
 			return nil, err
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.Go(func() {
 			for {
 				select {
 				case d, ok := <-dels:
 					if !ok {
 						if ctx.Err() == nil {
-							s.fail(errors.New("raw rabbitmq: deliveries closed"))
+							s.Fail(errors.New("raw rabbitmq: deliveries closed"))
 						}
 						return
 					}
 					handle(d.Body)
 					if err := d.Ack(false); err != nil {
-						s.fail(err)
+						s.Fail(err)
 					}
 				case <-ctx.Done():
 					// Unhandled deliveries are requeued when the channel
@@ -168,7 +165,7 @@ func (r *RawRabbitMQ) Subscribe(ctx context.Context, topic, group string, consum
 					return
 				}
 			}
-		}()
+		})
 	}
 	return s, nil
 }

@@ -114,17 +114,15 @@ func (q *RawSQS) Subscribe(ctx context.Context, topic, group string, consumers i
 	if err != nil {
 		return nil, err
 	}
-	s := &loopSub{}
-	stop, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
+	s, stop := bench.NewConsumers(ctx)
 	calls := context.WithoutCancel(ctx)
 	for range consumers * q.receivers {
-		s.wg.Go(func() {
+		s.Go(func() {
 			for stop.Err() == nil {
 				out, err := q.api.ReceiveMessage(calls, &sqs.ReceiveMessageInput{QueueUrl: aws.String(u),
 					MaxNumberOfMessages: 10, WaitTimeSeconds: 5, VisibilityTimeout: 30})
 				if err != nil {
-					s.fail(err)
+					s.Fail(err)
 					return
 				}
 				if len(out.Messages) == 0 {
@@ -139,7 +137,7 @@ func (q *RawSQS) Subscribe(ctx context.Context, topic, group string, consumers i
 					entries[i] = types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: m.ReceiptHandle}
 				}
 				if _, err := q.api.DeleteMessageBatch(calls, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(u), Entries: entries}); err != nil {
-					s.fail(err)
+					s.Fail(err)
 					return
 				}
 			}

@@ -58,16 +58,15 @@ func (c *Watermill) Subscribe(ctx context.Context, topic, group string, consumer
 	if c.Single {
 		consumers = 1
 	}
-	s := &loopSub{}
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s, ctx := bench.NewConsumers(ctx)
 	var subs []wmessage.Subscriber
 	var mu sync.Mutex
-	s.closer = func() {
+	s.OnClose = func() {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, sub := range subs {
 			if err := sub.Close(); err != nil {
-				s.fail(err)
+				s.Fail(err)
 			}
 		}
 	}
@@ -85,7 +84,7 @@ func (c *Watermill) Subscribe(ctx context.Context, topic, group string, consumer
 			s.Close(ctx)
 			return nil, err
 		}
-		s.wg.Go(func() {
+		s.Go(func() {
 			for m := range ch {
 				handle(m.Payload)
 				m.Ack()
