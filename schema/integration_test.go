@@ -14,7 +14,6 @@ import (
 	"go.uber.org/goleak"
 	_ "modernc.org/sqlite"
 
-	"github.com/polybus/polybus"
 	_ "github.com/polybus/polybus/adapters/memory"
 	"github.com/polybus/polybus/bus"
 	"github.com/polybus/polybus/eventstore"
@@ -92,17 +91,6 @@ func event(id string, version int, payload string) *message.Message {
 	return m
 }
 
-// openMem opens a fresh mem:// broker, closed when the test ends.
-func openMem(t *testing.T) *polybus.Client {
-	t.Helper()
-	c, err := polybus.Open(context.Background(), "mem://")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
-}
-
 type collector struct {
 	mu   sync.Mutex
 	msgs map[string]*message.Message
@@ -140,7 +128,7 @@ func (c *collector) get(id string) *message.Message {
 // ones are dead-lettered with the reason.
 func TestConsume(t *testing.T) {
 	ctx := context.Background()
-	c := openMem(t)
+	c := pbtest.Open(t, "mem://")
 	dlq, err := middleware.DLQ(middleware.DLQConfig{Publisher: c.Publisher()})
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +214,7 @@ func TestPublisher(t *testing.T) {
 		t.Fatalf("valid publish: %v, %d calls", err, next.calls)
 	}
 	// On a real broker.
-	c := openMem(t)
+	c := pbtest.Open(t, "mem://")
 	p = schema.NewPublisher(c.Publisher(), registry(t, 2))
 	if err := p.Publish(ctx, "orders", event("x", 2, `{"id": 1, "total": 1}`)); !errors.Is(err, message.ErrInvalidArgument) {
 		t.Errorf("invalid publish on mem://: %v", err)
@@ -366,7 +354,7 @@ func BenchmarkUpcast(b *testing.B) {
 // refuses a typed publish whose payload its version's schema rejects.
 func TestBusValidate(t *testing.T) {
 	ctx := context.Background()
-	c := openMem(t)
+	c := pbtest.Open(t, "mem://")
 	b, err := bus.New(c, bus.Options{Validate: registry(t, 3).ValidateMessage})
 	if err != nil {
 		t.Fatal(err)

@@ -25,15 +25,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const wait = 20 * time.Second
 
-func open(t *testing.T) *polybus.Client {
-	t.Helper()
-	c, err := polybus.Open(context.Background(), "mem://")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
-}
+func open(t *testing.T) *polybus.Client { return pbtest.Open(t, "mem://") }
 
 func publish(t *testing.T, c *polybus.Client, topic string, msgs ...*message.Message) {
 	t.Helper()
